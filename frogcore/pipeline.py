@@ -1,0 +1,139 @@
+"""The notebook → results → book pipeline.
+
+``python -m frogcore.pipeline book --profile default`` executes every notebook in ``notebooks/``
+with papermill (the book build itself never executes notebooks) into ``book/executed/`` and then
+builds the jupyter-book (1.x) HTML into ``book/_build/html``. Thanks to the results store, a
+notebook whose parameters and code are unchanged loads its committed results and only re-plots.
+
+``python -m frogcore.pipeline execute NOTEBOOK --profile smoke --device cpu`` runs one notebook.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from .config import DEVICES, PROFILES, check_choice, check_profile
+from .results import REPO_ROOT
+
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+BOOK_DIR = REPO_ROOT / "book"
+EXECUTED = "executed"  # folder inside the book tree that receives the executed notebooks
+
+
+def list_notebooks(directory: str | os.PathLike = NOTEBOOK_DIR) -> list[Path]:
+    """Every ``*.ipynb`` in ``directory``, sorted by name."""
+    return sorted(p for p in Path(directory).glob("*.ipynb") if not p.name.startswith("."))
+
+
+def execute_notebook(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    *,
+    profile: str = "default",
+    device: str = "auto",
+    parameters: Mapping[str, Any] | None = None,
+    log_output: bool = False,
+) -> Path:
+    """Execute ``src`` with papermill into ``dst``, injecting ``profile``, ``device`` and ``parameters``.
+
+    Runs in the notebook's own folder with the kernel ``python3`` (the running interpreter's).
+    """
+    import papermill as pm
+
+    check_profile(profile)
+    check_choice("device", device, DEVICES)
+    src, dst = Path(src), Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    params = {"profile": profile, "device": device, **dict(parameters or {})}
+    pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name="python3", cwd=str(src.parent),
+                        progress_bar=False, log_output=log_output)
+    return dst
+
+
+def execute_all(
+    profile: str = "default",
+    device: str = "auto",
+    *,
+    out_dir: str | os.PathLike = BOOK_DIR / EXECUTED,
+    notebooks: Iterable[str | os.PathLike] | None = None,
+) -> list[Path]:
+    """Execute every notebook (or the given ones) into ``out_dir``; return the executed paths."""
+    out_dir = Path(out_dir)
+    done = []
+    for nb in (list_notebooks() if notebooks is None else [Path(p) for p in notebooks]):
+        t0 = time.perf_counter()
+        done.append(execute_notebook(nb, out_dir / nb.name, profile=profile, device=device))
+        print(f"executed {nb.name} [{profile}, {device}] in {time.perf_counter() - t0:.1f} s", flush=True)
+    return done
+
+
+def _jupyter_book() -> list[str]:
+    exe = Path(sys.executable).parent / "jupyter-book"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "jupyter_book.cli.main"]
+
+
+def build_book(
+    profile: str = "default",
+    device: str = "auto",
+    *,
+    execute: bool = True,
+    book_dir: str | os.PathLike | None = None,
+    copy_sources: bool = True,
+    notebooks: Iterable[str | os.PathLike] | None = None,
+) -> Path:
+    """Execute the notebooks (unless ``execute=False``) and build the HTML book; return its folder.
+
+    ``book_dir`` builds in another folder (used by the tests, so that a smoke build does not touch
+    ``book/``): the book sources are copied there first unless ``copy_sources=False`` (then the
+    folder must already hold them, e.g. with notebooks executed into it).
+    """
+    check_profile(profile)
+    target = BOOK_DIR if book_dir is None else Path(book_dir)
+    if target != BOOK_DIR and copy_sources:
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(BOOK_DIR, target, ignore=shutil.ignore_patterns("_build", EXECUTED))
+    if execute:
+        execute_all(profile, device, out_dir=target / EXECUTED, notebooks=notebooks)
+    missing = [nb.name for nb in list_notebooks() if not (target / EXECUTED / nb.name).exists()]
+    if missing:
+        raise FileNotFoundError(f"not executed yet (run without --skip-execute): {', '.join(missing)}")
+    cmd = _jupyter_book() + ["build", str(target), "--builder", "html", "--warningiserror", "--keep-going"]
+    proc = subprocess.run(cmd, cwd=target, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout[-20000:] + proc.stderr[-20000:])
+        raise RuntimeError(f"jupyter-book build failed (exit {proc.returncode}); its output is above")
+    html = target / "_build" / "html"
+    print(f"book built: {html / 'index.html'}")
+    return html
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m frogcore.pipeline", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("book", help="execute all notebooks and build the HTML book")
+    b.add_argument("--profile", default="default", choices=PROFILES)
+    b.add_argument("--device", default="auto", choices=DEVICES)
+    b.add_argument("--skip-execute", action="store_true", help="reuse book/executed/ as it is")
+    e = sub.add_parser("execute", help="execute notebooks into book/executed/")
+    e.add_argument("notebooks", nargs="*", help="notebook paths (default: all of notebooks/)")
+    e.add_argument("--profile", default="default", choices=PROFILES)
+    e.add_argument("--device", default="auto", choices=DEVICES)
+    args = parser.parse_args(argv)
+    if args.command == "book":
+        build_book(args.profile, args.device, execute=not args.skip_execute)
+    else:
+        execute_all(args.profile, args.device, notebooks=args.notebooks or None)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
