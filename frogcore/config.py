@@ -5,6 +5,8 @@ at once with a message that names the parameter and the allowed values.
 """
 from __future__ import annotations
 
+import operator
+
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -39,12 +41,13 @@ def check_choices(name: str, values: Sequence[Any], allowed: Iterable[Any]) -> l
 
 
 def check_positive_int(name: str, value: Any, *, minimum: int = 1) -> int:
-    """Return ``value`` as ``int`` if it is an integer >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, (int,)) and not (
-        hasattr(value, "__index__") and not isinstance(value, float)
-    ):
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
-    value = int(value)
+    """Return ``value`` as ``int`` if it is an integer (not a bool or float) >= ``minimum``."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        value = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}") from None
     if value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}; got {value}")
     return value
