@@ -266,6 +266,7 @@ def run_cached(
     device_type = device.type if isinstance(device, torch.device) else str(device)
     key = _jsonable({"section": section, "name": name, "profile": profile, "device": device_type,
                      "seed": seed, "params": dict(params)})
+    code = list(code)
     chash = code_hash(code)
     if force is None:
         force = os.environ.get("FROG_RECOMPUTE", "") not in ("", "0")
@@ -286,6 +287,7 @@ def run_cached(
     meta = {
         "key": key,
         "code_hash": chash,
+        "code": code,
         "code_modules": module_closure(code),
         "section": section, "name": name, "profile": profile, "device": device_type, "seed": seed,
         "params": key["params"],

@@ -1,0 +1,26 @@
+"""The committed results are what the current code would produce (so the book's figures are current)
+and complete (every table listed in a metadata file exists with its recorded hash)."""
+import hashlib
+import json
+
+import pytest
+
+from frogcore.results import REPO_ROOT, code_hash
+
+METAS = sorted(p for p in (REPO_ROOT / "results").glob("*/*/*.meta.json") if p.parent.name != "smoke")
+
+
+def test_results_folder_layout():
+    for meta in METAS:
+        assert meta.parent.name in ("default", "paper"), meta
+
+
+@pytest.mark.parametrize("meta_path", METAS, ids=[str(p.relative_to(REPO_ROOT / "results")) for p in METAS])
+def test_committed_result_matches_current_code_and_files(meta_path):
+    meta = json.loads(meta_path.read_text())
+    assert meta["code_hash"] == code_hash(meta["code"]), (
+        "frogcore code changed since these results were computed: re-run the notebook at this profile "
+        "(the results store recomputes) and commit the new results")
+    for entry in meta["tables"].values():
+        data = (meta_path.parent / entry["file"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"]
