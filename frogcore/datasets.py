@@ -108,13 +108,31 @@ def _train_val(x: np.ndarray, y: np.ndarray, fraction: float, seed: int):
 
 # ----------------------------------------------------------------------------- digits
 
-def load_digits_splits(seed: int = 0) -> Splits:
-    """scikit-learn digits: 1797 images split 1077 / 360 / 360 (train / val / test) by ``seed``."""
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """The 1797 digits as float32 ``(N, 1, 8, 8)`` and int64 labels.
+
+    Read straight from the CSV file that scikit-learn ships (what ``sklearn.datasets.load_digits``
+    parses), which avoids importing scikit-learn — seconds on a busy machine; falls back to
+    ``load_digits`` if the file is not where scikit-learn keeps it.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    if spec is not None and spec.submodule_search_locations:
+        path = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / "digits.csv.gz"
+        if path.exists():
+            raw = np.loadtxt(path, delimiter=",", dtype=np.float32)
+            if raw.shape == (1797, 65):
+                return raw[:, :-1].reshape(-1, 1, 8, 8), raw[:, -1].astype(np.int64)
     from sklearn.datasets import load_digits
 
     data = load_digits()
-    x = data.images.astype(np.float32)[:, None]  # (N, 1, 8, 8)
-    y = data.target.astype(np.int64)
+    return data.images.astype(np.float32)[:, None], data.target.astype(np.int64)
+
+
+def load_digits_splits(seed: int = 0) -> Splits:
+    """scikit-learn digits: 1797 images split 1077 / 360 / 360 (train / val / test) by ``seed``."""
+    x, y = _digits_arrays()
     idx = _split_indices(len(x), (1077, 360, 360), seed)
     return _to_splits([(x[i], y[i]) for i in idx], "digits")
 

@@ -1,6 +1,7 @@
 """Training loop for the network experiments (FROG Sections 4.4 and 4.5).
 
-:func:`fit` trains a model with plain SGD at a constant learning rate, one *gradient engine* step
+:func:`fit` trains a model with plain SGD at a constant learning rate (no momentum, no weight
+decay: :func:`sgd_step`), one *gradient engine* step
 per mini-batch (``engine.step(model, loss_fn, x, y)`` sets ``.grad`` on every parameter and returns
 the batch loss; see :mod:`frogcore.engines`), and records per-epoch metrics:
 
@@ -10,7 +11,7 @@ the batch loss; see :mod:`frogcore.engines`), and records per-epoch metrics:
 
 Early stopping ends a run when the validation loss has not improved for ``patience`` epochs; a
 non-finite training or validation loss ends it as *diverged* (a result, not a crash). With a
-``checkpoint`` path the state after every epoch (weights, optimiser, tangent generator, metrics) is
+``checkpoint`` path the state after every epoch (weights, tangent generator, metrics) is
 written atomically, and a later call with the same ``run_key`` resumes from it, so an interrupted
 run loses at most one epoch and finishes with the same numbers as an uninterrupted one. Finished
 runs keep only their metrics in the checkpoint (the weights are dropped unless ``keep_model``).
@@ -135,6 +136,15 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any] | None:
         return None
 
 
+@torch.no_grad()
+def sgd_step(params: list[torch.Tensor], lr: float) -> None:
+    """Plain SGD, ``p ← p − lr·p.grad`` (what ``torch.optim.SGD`` does without momentum or weight decay;
+    written out because importing ``torch.optim`` pulls in ``torch._dynamo``, seconds per process)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if grads:
+        torch._foreach_add_([p for p in params if p.grad is not None], grads, alpha=-lr)
+
+
 def _finite(v: float) -> bool:
     return math.isfinite(v)
 
@@ -182,7 +192,7 @@ def fit(
            **dict(run_key or {})}
 
     model.to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    params = [p for p in model.parameters() if p.requires_grad]
     history: list[dict[str, Any]] = []
     best_loss, best_epoch, bad_epochs, status, start = math.inf, 0, 0, None, 1
     resumed_from = None
@@ -205,7 +215,6 @@ def fit(
         else:
             status = None
             model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
             if generator is not None and ckpt.get("generator") is not None:
                 generator.set_state(ckpt["generator"])
 
@@ -217,7 +226,6 @@ def fit(
             "version": CHECKPOINT_VERSION, "key": key, "epoch": epoch, "history": history,
             "best_loss": best_loss, "best_epoch": best_epoch, "bad_epochs": bad_epochs, "status": status,
             "model": model.state_dict() if weights else None,
-            "optimizer": optimizer.state_dict() if weights else None,
             "generator": generator.get_state() if generator is not None else None,
         })
 
@@ -253,13 +261,14 @@ def fit(
         diverged = False
         for idx in batches(len(x_train), batch_size, seed, epoch):
             xb, yb = x_train[idx].to(device), y_train[idx].to(device)
-            optimizer.zero_grad(set_to_none=True)
+            for p in params:
+                p.grad = None
             loss = float(engine.step(model, loss_fn, xb, yb))
             losses.append(loss)
             if not _finite(loss):
                 diverged = True
                 break
-            optimizer.step()
+            sgd_step(params, lr)
         sync()
         train_time = time.perf_counter() - t0
         if diverged:

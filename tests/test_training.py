@@ -210,3 +210,15 @@ def test_driver_validation():
         N.run_fc("smoke", "cpu", lr_scale=-1.0)
     with pytest.raises(ValueError, match="mode"):
         N.run_fc("smoke", "cpu", mode="bp")
+
+
+def test_sgd_step_equals_torch_optim_sgd():
+    from frogcore.training import sgd_step
+
+    a, b = fc(seed=1), fc(seed=1)
+    x, y = blobs().train
+    for net in (a, b):
+        BP().step(net, torch.nn.functional.cross_entropy, x, y)
+    sgd_step(list(a.parameters()), 0.3)
+    torch.optim.SGD(b.parameters(), lr=0.3).step()
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))

@@ -24,13 +24,16 @@ Profiles:
   (CIFAR-10), up to 200 epochs, early stopping with patience 10 on the validation loss, seeds 0–2,
   learning rates from ``frogcore/data/fc_nns.csv`` and ``sota_nns.csv`` unchanged. Meant for CUDA.
 
-Long runs checkpoint every epoch under ``checkpoints/<section>/<profile>/`` and resume after an
+Every driver takes ``threads`` (torch intra-op threads while it runs; ``None``: the profile's choice,
+one thread for ``smoke``, torch's default otherwise). Long runs checkpoint every epoch under ``checkpoints/<section>/<profile>/`` and resume after an
 interruption (see :func:`frogcore.training.fit`).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import re
 import math
 import os
 import time
@@ -84,10 +87,34 @@ SOTA_PROFILES = {
 }
 
 TIMING_PROFILES = {
-    "smoke": dict(ks=[1, 2], steps=2, warmup=1, perturbations=["activity"]),
-    "default": dict(ks=[1, 2, 4, 16], steps=5, warmup=2, perturbations=["activity", "weight"]),
+    "smoke": dict(ks=[1, 2], steps=1, warmup=1, perturbations=["weight"]),
+    "default": dict(ks=[1, 2, 4, 16], steps=3, warmup=1, perturbations=["activity", "weight"]),
     "paper": dict(ks=[1, 2, 4, 16], steps=20, warmup=3, perturbations=["activity", "weight"]),
 }
+
+
+# torch intra-op threads per profile: the smoke models are so small that one thread is fastest, and
+# several threads slow them down by orders of magnitude on a busy machine; None keeps torch's setting
+THREADS = {"smoke": 1, "default": None, "paper": None}
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """Run with ``n`` torch intra-op threads (``None``: unchanged), restoring the setting afterwards."""
+    if n is None:
+        yield
+        return
+    n = check_positive_int("threads", n)
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _threads(profile: str, threads: int | None) -> int | None:
+    return THREADS[profile] if threads is None else check_positive_int("threads", threads)
 
 
 # ----------------------------------------------------------------------------- learning rates
@@ -191,7 +218,7 @@ def checkpoint_root() -> Path:
 
 def _checkpoint_path(section: str, profile: str, ident: Mapping[str, Any]) -> Path:
     tag = hashlib.sha256(json.dumps(dict(ident), sort_keys=True, default=str).encode()).hexdigest()[:12]
-    readable = "_".join(str(v) for v in ident.values() if not isinstance(v, Mapping)).replace("=", "")
+    readable = re.sub(r"[^A-Za-z0-9_.-]+", "-", "_".join(str(v) for v in ident.values() if not isinstance(v, Mapping)))
     return checkpoint_root() / section / profile / f"{readable}_{tag}.pt"
 
 
@@ -289,7 +316,8 @@ def run_fc(profile: str = "default", device: str = "auto", seed: int = 0, *, dat
            widths: Sequence[int] | None = None, epochs: int | Mapping | None = None, num_seeds: int | None = None,
            batch_size: int | None = None, patience: int | None = None, lr_scale: float | None = None,
            approaches: Sequence[Sequence] | None = None, mode: str = "sim", perturbation: str = "activity",
-           checkpoints: bool | None = None, progress: bool = False, force: bool | None = None) -> StoredResult:
+           checkpoints: bool | None = None, progress: bool = False, threads: int | None = None,
+           force: bool | None = None) -> StoredResult:
     """Section 4.4: FC networks (``widths``) trained with every approach. ``None`` = the profile's value.
 
     ``epochs`` may be one number or a ``{width: epochs}`` table; ``patience=0`` turns early stopping
@@ -308,13 +336,14 @@ def run_fc(profile: str = "default", device: str = "auto", seed: int = 0, *, dat
              "epochs": _epochs_for(p["epochs"], w), "approach": a, "k": k}
             for ds in p["datasets"] for w in p["widths"] for a, k in p["approaches"]]
     params = {kk: v for kk, v in p.items() if kk != "seed"}
-    return run_cached(
-        SECTIONS["fc"], "training",
-        lambda: train_grid(SECTIONS["fc"], profile, runs, seeds=range(seed, seed + p["num_seeds"]),
-                           batch_size=p["batch_size"], patience=p["patience"], lr_scale=p["lr_scale"],
-                           mode=p["mode"], perturbation=p["perturbation"], device=dev,
-                           checkpoints=ckpts and not force, progress=progress, data_seed=seed),
-        params=params, profile=profile, device=dev, seed=seed, code=CODE, force=force)
+    with torch_threads(_threads(profile, threads)):
+        return run_cached(
+            SECTIONS["fc"], "training",
+            lambda: train_grid(SECTIONS["fc"], profile, runs, seeds=range(seed, seed + p["num_seeds"]),
+                               batch_size=p["batch_size"], patience=p["patience"], lr_scale=p["lr_scale"],
+                               mode=p["mode"], perturbation=p["perturbation"], device=dev,
+                               checkpoints=ckpts and not force, progress=progress, data_seed=seed),
+            params=params, profile=profile, device=dev, seed=seed, code=CODE, force=force)
 
 
 def run_sota(profile: str = "default", device: str = "auto", seed: int = 0, *, datasets: Sequence[str] | None = None,
@@ -322,7 +351,7 @@ def run_sota(profile: str = "default", device: str = "auto", seed: int = 0, *, d
              epochs: int | Mapping | None = None, num_seeds: int | None = None, batch_size: int | None = None,
              patience: int | None = None, lr_scale: float | None = None, approaches: Sequence[Sequence] | None = None,
              mode: str = "sim", perturbation: str = "activity", checkpoints: bool | None = None,
-             progress: bool = False, force: bool | None = None) -> StoredResult:
+             progress: bool = False, threads: int | None = None, force: bool | None = None) -> StoredResult:
     """Section 4.5: ResNet18 and ViT trained with every approach. ``None`` = the profile's value.
 
     ``model_kw`` maps a model name to its size options (default: the profile's, see ``SOTA_MODELS``);
@@ -344,13 +373,14 @@ def run_sota(profile: str = "default", device: str = "auto", seed: int = 0, *, d
              "epochs": _epochs_for(p["epochs"], m), "approach": a, "k": k}
             for ds in p["datasets"] for m in p["models"] for a, k in p["approaches"]]
     params = {kk: v for kk, v in p.items() if kk != "seed"}
-    return run_cached(
-        SECTIONS["sota"], "training",
-        lambda: train_grid(SECTIONS["sota"], profile, runs, seeds=range(seed, seed + p["num_seeds"]),
-                           batch_size=p["batch_size"], patience=p["patience"], lr_scale=p["lr_scale"],
-                           mode=p["mode"], perturbation=p["perturbation"], device=dev,
-                           checkpoints=ckpts and not force, progress=progress, data_seed=seed),
-        params=params, profile=profile, device=dev, seed=seed, code=CODE, force=force)
+    with torch_threads(_threads(profile, threads)):
+        return run_cached(
+            SECTIONS["sota"], "training",
+            lambda: train_grid(SECTIONS["sota"], profile, runs, seeds=range(seed, seed + p["num_seeds"]),
+                               batch_size=p["batch_size"], patience=p["patience"], lr_scale=p["lr_scale"],
+                               mode=p["mode"], perturbation=p["perturbation"], device=dev,
+                               checkpoints=ckpts and not force, progress=progress, data_seed=seed),
+            params=params, profile=profile, device=dev, seed=seed, code=CODE, force=force)
 
 
 def model_label(model: str, kw: Mapping[str, Any]) -> str:
@@ -366,7 +396,8 @@ def model_label(model: str, kw: Mapping[str, Any]) -> str:
 
 def run_lr_sweep(section: str = "fc", profile: str = "default", device: str = "auto", seed: int = 0, *,
                  scales: Sequence[float] = (1.0, 4.0, 16.0), width: int = 256, epochs: int | None = None,
-                 approaches: Sequence[Sequence] | None = None, force: bool | None = None) -> StoredResult:
+                 approaches: Sequence[Sequence] | None = None, threads: int | None = None,
+                 force: bool | None = None) -> StoredResult:
     """The sweep behind the digits learning-rate rule: train with ``scale ×`` the MNIST table's rate.
 
     ``section="fc"``: the FC net of ``width``; ``"sota"``: the profile's ResNet18 and ViT. One seed,
@@ -410,8 +441,9 @@ def run_lr_sweep(section: str = "fc", profile: str = "default", device: str = "a
             summ.append(out["summary"].assign(lr_scale=sc))
         return {"history": pd.concat(hist, ignore_index=True), "summary": pd.concat(summ, ignore_index=True)}
 
-    return run_cached(SECTIONS[section], "lr_sweep", compute, params=params, profile=profile, device=dev,
-                      seed=seed, code=CODE, force=force)
+    with torch_threads(_threads(profile, threads)):
+        return run_cached(SECTIONS[section], "lr_sweep", compute, params=params, profile=profile, device=dev,
+                          seed=seed, code=CODE, force=force)
 
 
 def time_steps(model: torch.nn.Module, data: Splits, engine, *, batch_size: int, steps: int, warmup: int,
@@ -435,7 +467,8 @@ def time_steps(model: torch.nn.Module, data: Splits, engine, *, batch_size: int,
 
 def run_timing(section: str = "fc", profile: str = "default", device: str = "auto", seed: int = 0, *,
                ks: Sequence[int] | None = None, steps: int | None = None, warmup: int | None = None,
-               perturbations: Sequence[str] | None = None, force: bool | None = None) -> StoredResult:
+               perturbations: Sequence[str] | None = None, threads: int | None = None,
+               force: bool | None = None) -> StoredResult:
     """Time per gradient step vs k for ``bp``, ``sim`` and ``fwd`` (mean and projection aggregation).
 
     Uses the section's models at the profile's size on the profile's first dataset and batch size
@@ -486,5 +519,6 @@ def run_timing(section: str = "fc", profile: str = "default", device: str = "aut
                              "threads": torch.get_num_threads()})
         return {"timing": pd.DataFrame(rows)}
 
-    return run_cached(SECTIONS[section], "timing", compute, params=p, profile=profile, device=dev, seed=seed,
-                      code=CODE, force=force)
+    with torch_threads(_threads(profile, threads)):
+        return run_cached(SECTIONS[section], "timing", compute, params=p, profile=profile, device=dev, seed=seed,
+                          code=CODE, force=force)
