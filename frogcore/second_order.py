@@ -117,14 +117,6 @@ def _one_thread(small: bool):
         torch.set_num_threads(n)
 
 
-def _scale(M: torch.Tensor) -> torch.Tensor:
-    """A positive size of ``M``: mean |diagonal|, else RMS entry, else 1."""
-    s = M.diagonal(dim1=-2, dim2=-1).abs().mean(-1)
-    rms = M.pow(2).mean((-2, -1)).sqrt()
-    s = torch.where(s > 0, s, rms)
-    return torch.where(s > 0, s, torch.ones_like(s))
-
-
 def solve_metric(
     M: torch.Tensor,
     d: torch.Tensor,
@@ -150,8 +142,10 @@ def _solve_metric(M, d, curvature, eps, jitter, max_tries):
     finite = torch.isfinite(M).all(-1).all(-1) & torch.isfinite(d).all(-1)
     M = torch.where(finite[..., None, None], 0.5 * (M + M.transpose(-1, -2)), eye)
     d = torch.where(finite[..., None], d, torch.zeros_like(d))
-    s = _scale(M)
     lam, Q = torch.linalg.eigh(M)
+    s = M.diagonal(dim1=-2, dim2=-1).abs().mean(-1)  # size of M: mean |diagonal|, else spectral norm, else 1
+    s = torch.where(s > 0, s, lam.abs().amax(-1))
+    s = torch.where(s > 0, s, torch.ones_like(s))
     min_eig = torch.where(finite, lam[..., 0], torch.full_like(lam[..., 0], float("nan")))
     rcond = 100 * k * torch.finfo(M.dtype).eps
     status = torch.full(finite.shape, 2, dtype=torch.long, device=M.device)
