@@ -47,7 +47,7 @@ PAPER_ANGLES = (15.0, 30.0, 45.0, 60.0, 75.0, 90.0)
 
 PROFILES = {
     "smoke": dict(functions=list(PAPER_FUNCTIONS), n_grid=[2, 16], approaches=list(PAPER_APPROACHES), num_seeds=2,
-                  max_steps={"sphere": 100, "rosenbrock": 400, "styblinski-tang": 100}, patience=50),
+                  max_steps={"sphere": 100, "rosenbrock": 200, "styblinski-tang": 100}, patience=50),
     "default": dict(functions=list(PAPER_FUNCTIONS), n_grid=list(PAPER_N), approaches=list(PAPER_APPROACHES),
                     num_seeds=5, max_steps=None, patience=50),
     "paper": dict(functions=list(PAPER_FUNCTIONS), n_grid=list(PAPER_N), approaches=list(PAPER_APPROACHES),
@@ -385,3 +385,63 @@ def run_custom_tangents(profile: str = "default", device: str = "auto", seed: in
 
     return run_cached(SECTION_CUSTOM, "custom_tangents", compute, params=params, profile=profile, device=dev,
                       seed=seed, code=CODE)
+
+
+# ----------------------------------------------------------------------------- 2-D trajectories
+
+PROFILES_2D = {
+    "smoke": dict(functions=list(PAPER_FUNCTIONS), approaches=["bp", "fg-mean:1", "fg-mean:2", "frog:2"],
+                  num_seeds=1, max_steps=200, points=200),
+    "default": dict(functions=list(PAPER_FUNCTIONS), approaches=["bp", "fg-mean:1", "fg-mean:2", "frog:2"],
+                    num_seeds=1, max_steps=None, points=600),
+    "paper": dict(functions=list(PAPER_FUNCTIONS), approaches=["bp", "fg-mean:1", "fg-mean:2", "frog:2"],
+                  num_seeds=1, max_steps=None, points=600),
+}
+
+
+def trajectories_2d(functions: Sequence[str], approaches: Sequence[str], seeds: Sequence[int], *,
+                    max_steps: int | None = None, points: int = 600, patience: int | None = 50,
+                    dtype: str = "float64", device: torch.device | str = "cpu") -> pd.DataFrame:
+    """Iterates of every run at n = 2 (for contour plots): columns function, label, seed, step, x, y, value,
+    at about ``points`` log-spaced steps. float64 by default (2-D runs are cheap), so that FROG with
+    k ≥ 2 = n visibly retraces backprop."""
+    frames = []
+    for fname in functions:
+        fun = get_function(fname)
+        steps = fun.max_steps if max_steps is None else max_steps
+        res = optimize_function(fname, 2, approaches, seeds, max_steps=steps, patience=patience, dtype=dtype,
+                                device=device, record_x=True)
+        idx = log_steps(steps, points)
+        for i, r in enumerate(res.runs):
+            xs = res.xs[idx, i].double()
+            frames.append(pd.DataFrame({"function": fname, "label": r.label, "seed": r.seed, "step": idx.numpy(),
+                                        "x": xs[:, 0].numpy(), "y": xs[:, 1].numpy(),
+                                        "value": res.values[idx, i].double().numpy(),
+                                        "status": res.status[i], "stop_step": int(res.steps[i])}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def run_trajectories_2d(profile: str = "default", device: str = "auto", seed: int = 0,
+                        **overrides: Any) -> StoredResult:
+    """2-D iterates of the paper's three functions for contour maps (Section 4.2 figures)."""
+    dev = resolve_device(device)
+    seed = check_positive_int("seed", seed, minimum=0)
+    p = _resolve_params(profile, PROFILES_2D, overrides)
+    functions = check_choices("functions", p["functions"], PAPER_FUNCTIONS)
+    approaches = list(p["approaches"])
+    for a in approaches:
+        parse_approach(a)
+    num_seeds = check_positive_int("num_seeds", p["num_seeds"])
+    max_steps = None if p["max_steps"] is None else check_positive_int("max_steps", p["max_steps"])
+    points = check_positive_int("points", p["points"])
+    dtype = str(check_dtype(p.get("dtype", "float64"))).replace("torch.", "")
+    seeds = list(range(seed, seed + num_seeds))
+    params = dict(functions=functions, approaches=approaches, seeds=seeds, max_steps=max_steps, points=points,
+                  dtype=dtype)
+
+    def compute() -> pd.DataFrame:
+        return trajectories_2d(functions, approaches, seeds, max_steps=max_steps, points=points, dtype=dtype,
+                               device=dev)
+
+    return run_cached(SECTION, "trajectories_2d", compute, params=params, profile=profile, device=dev, seed=seed,
+                      code=CODE)
