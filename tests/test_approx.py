@@ -30,7 +30,8 @@ def test_projection_is_exact_for_k_at_least_n():
 def test_grid_table_is_tidy():
     res = approx_quality.run("smoke", "cpu", 0, n_grid=[2, 8], k_grid=[1, 4], num_samples=10, force=True)
     t = res["summary"]
-    assert list(t.columns) == ["n", "k", "estimator", "metric", "mean", "std", "sem", "ci95", "count"]
+    assert list(t.columns) == ["n", "k", "estimator", "metric", "method", "mean", "std", "sem", "ci95", "count",
+                               "mean_sq", "sem_sq"]
     # single estimators only at k = 1; others at every k
     assert set(t[t.estimator == "single"].k) == {1}
     # per n: k=1 has 5 multi-tangent + 2 single estimators, k=4 has 5; two metrics each
@@ -38,7 +39,49 @@ def test_grid_table_is_tidy():
     assert set(t.estimator) == set(ESTIMATORS)
 
 
+def test_auto_uses_brute_force_for_cheap_cells_with_the_same_numbers():
+    kw = dict(n_grid=[4, 2048], k_grid=[1, 8], num_samples=30, force=True)
+    auto = approx_quality.run("smoke", "cpu", 0, method="auto", **kw)["summary"]
+    brute = approx_quality.run("smoke", "cpu", 0, method="brute", **kw)["summary"]
+    red = approx_quality.run("smoke", "cpu", 0, method="reduced", **kw)["summary"]
+    cheap = auto.n * auto.k <= approx_quality.AUTO_BRUTE_MAX
+    assert set(auto[cheap].method) == {"brute"} and set(auto[~cheap].method) == {"reduced"}
+    assert set(red.method) == {"reduced"} and set(brute.method) == {"brute"}
+    key = ["n", "k", "estimator", "metric"]
+    a, b, r = (t.set_index(key).sort_index() for t in (auto, brute, red))
+    # brute-force cells are identical (same per-cell seeds); reduced cells are the reduced run's
+    ib, ir = a[a.method == "brute"].index, a[a.method == "reduced"].index
+    assert len(ib) and len(ir)
+    assert (a.loc[ib, "mean"] == b.loc[ib, "mean"]).all()
+    assert (a.loc[ir, "mean"] == r.loc[ir, "mean"]).all()
+    assert not (b["mean"] == r["mean"]).all()
+
+
+def test_exact_table_agrees_with_the_samples():
+    res = approx_quality.run("smoke", "cpu", 0, n_grid=[8, 300], k_grid=[1, 3, 16], num_samples=3000,
+                             method="reduced", dtype="float64", force=True)
+    e = res["exact"]
+    assert {"exact_mean", "z", "z_sq", "abs_err"} <= set(e.columns)
+    assert len(e) == len(res["summary"])
+    # every closed-form, non-degenerate mean is within 4 standard errors (about 60 checks)
+    assert e.z.notna().sum() >= 40 and e.z.abs().max() < 4
+    # point masses (projection with k >= n) are hit exactly by the reduced sampler
+    pm = e[(e.estimator == "projection") & (e.k >= e.n)]
+    assert len(pm) and (pm.abs_err < 1e-12).all() and pm.z.isna().all()
+    # no closed form for the normalised mean's cosine: nan, not a made-up number
+    assert e[(e.estimator == "mean-normalized") & (e.metric == "cosine") & (e.k > 1)].exact_mean.isna().all()
+
+
+def test_profiles_use_the_paper_grid():
+    for prof in ("default", "paper"):
+        p = approx_quality.PROFILES[prof]
+        assert p["n_grid"] == [2**i for i in range(15)] and p["k_grid"] == [2**i for i in range(11)]
+        assert p["num_samples"] == 1000
+    assert approx_quality.PROFILES["paper"]["method"] == "reduced"
+
+
 @pytest.mark.parametrize("kwargs, match", [
+    (dict(method="fast"), r"method='fast'.*allowed values: 'brute', 'reduced', 'auto'"),
     (dict(profile="huge"), r"profile='huge'.*allowed values: 'smoke', 'default', 'paper'"),
     (dict(device="tpu"), r"device='tpu'.*allowed values: 'auto', 'cpu', 'cuda'"),
     (dict(k_grid=[4, 0]), r"k_grid\[1\] must be an integer >= 1; got 0"),

@@ -1,4 +1,18 @@
-"""Section 4.1 driver: approximation quality of forward-gradient estimators over an (n, k) grid."""
+"""Section 4.1 driver: approximation quality of forward-gradient estimators over an (n, k) grid.
+
+Methods (``method=``):
+
+* ``"brute"`` — :func:`frogcore.approx.sample_quality`: build the tangents, aggregate, measure
+  (``O(k n)`` memory and up to ``O(k² n)`` time per sample);
+* ``"reduced"`` — :func:`frogcore.reduced.sample_quality_paths`: the exact ``O(k)``-per-sample sampler
+  (same law, independent of ``n``; one sequential path of tangents per ``n``, so the cells of one ``n``
+  are nested in ``k``);
+* ``"auto"`` — brute force where a cell is cheap (``n·k ≤ AUTO_BRUTE_MAX``), reduced elsewhere. The
+  ``method`` column of the summary says which sampler produced each cell.
+
+Besides the empirical ``summary`` the run stores ``exact``: the summary joined with the exact
+expectations of :mod:`frogcore.theory` and the z-scores ``(empirical − exact)/sem``.
+"""
 from __future__ import annotations
 
 import math
@@ -7,27 +21,47 @@ from collections.abc import Sequence
 import pandas as pd
 import torch
 
+from .. import reduced
 from ..approx import ESTIMATORS, METRICS, sample_quality
 from ..config import check_choice, check_choices, check_dtype, check_positive_int, check_positive_ints, pick_profile, resolve_device
 from ..results import StoredResult, run_cached
+from ..theory import exact_table
 
 SECTION = "frog_4_1"
-METHODS = ("brute",)
+METHODS = ("brute", "reduced", "auto")
+# "auto" uses brute force for cells with n * k <= AUTO_BRUTE_MAX (a (samples, k, n) tangent tensor of at
+# most 4M floats at 1000 samples), the reduced sampler elsewhere
+AUTO_BRUTE_MAX = 4096
 
+_PAPER_GRID = dict(n_grid=[2**i for i in range(15)], k_grid=[2**i for i in range(11)], num_samples=1000)
+# default = the paper's grid: with the reduced sampler it costs seconds, so the book shows the full grid.
+# It runs "auto" (tangents built explicitly wherever that is cheap) while "paper" runs the reduced
+# sampler everywhere: two independent computations of the same experiment.
 PROFILES = {
-    "smoke": dict(n_grid=[1, 4, 16, 64], k_grid=[1, 4, 16], num_samples=20),
-    "default": dict(n_grid=[2**i for i in range(13)], k_grid=[2**i for i in range(9)], num_samples=200),
-    "paper": dict(n_grid=[2**i for i in range(15)], k_grid=[2**i for i in range(11)], num_samples=1000),
+    "smoke": dict(n_grid=[1, 4, 16, 64], k_grid=[1, 4, 16], num_samples=20, method="auto"),
+    "default": dict(_PAPER_GRID, method="auto"),
+    "paper": dict(_PAPER_GRID, method="reduced"),
 }
 
 
 def summarise(samples: torch.Tensor) -> dict[str, float]:
-    """Mean, standard deviation, standard error and the paper's 95% CI half-width (1.96·std/√count)."""
+    """Mean, standard deviation, standard error and the paper's 95% CI half-width (1.96·std/√count),
+    plus the mean of the squares and its standard error (for checking exact second moments)."""
     x = samples.double()
     count = x.numel()
     std = x.std(unbiased=True).item() if count > 1 else 0.0
+    x2 = x * x
+    std2 = x2.std(unbiased=True).item() if count > 1 else 0.0
     return {"mean": x.mean().item(), "std": std, "sem": std / math.sqrt(count),
-            "ci95": 1.96 * std / math.sqrt(count), "count": count}
+            "ci95": 1.96 * std / math.sqrt(count), "count": count,
+            "mean_sq": x2.mean().item(), "sem_sq": std2 / math.sqrt(count)}
+
+
+def cell_method(method: str, n: int, k: int) -> str:
+    """The sampler that ``method`` uses for the cell ``(n, k)``."""
+    if method == "auto":
+        return "brute" if n * k <= AUTO_BRUTE_MAX else "reduced"
+    return method
 
 
 def quality_grid(
@@ -36,36 +70,68 @@ def quality_grid(
     num_samples: int,
     estimators: Sequence[str] = ESTIMATORS,
     *,
+    method: str = "brute",
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
 ) -> pd.DataFrame:
-    """Tidy summary table with columns n, k, estimator, metric, mean, std, sem, ci95, count.
+    """Tidy summary table with columns n, k, estimator, metric, method, mean, std, sem, ci95, count,
+    mean_sq, sem_sq.
 
     ``"single"`` estimators do not depend on k and are computed once per n (reported with k = 1).
-    Each (n, k) cell uses its own generator seeded from ``(seed, n, k)``, so a cell's numbers do not
-    depend on which other cells are in the grid.
+    Brute-force cells use a generator seeded from ``(seed, n, k)``, reduced paths one seeded from
+    ``(seed, n, 0)``, so a cell's numbers do not depend on which other cells are in the grid.
     """
-    rows = []
+    check_choice("method", method, METHODS)
     single = [e for e in estimators if e.startswith("single")]
     multi = [e for e in estimators if not e.startswith("single")]
+    cells = {}  # (n, k) -> list of estimators to report there
     for n in n_grid:
         for k in k_grid:
             todo = multi + (single if k == 1 else [])
-            if not todo:
-                continue
-            gen = torch.Generator(device=device).manual_seed(hash_seed(seed, n, k))
-            res = sample_quality(n, k, num_samples, todo, generator=gen, dtype=dtype, device=device)
-            for e in todo:
-                for m in METRICS:
-                    rows.append({"n": n, "k": k, "estimator": e, "metric": m, **summarise(res[e][m])})
+            if todo:
+                cells[(n, k)] = todo
         if single and 1 not in k_grid:
-            gen = torch.Generator(device=device).manual_seed(hash_seed(seed, n, 1))
-            res = sample_quality(n, 1, num_samples, single, generator=gen, dtype=dtype, device=device)
-            for e in single:
-                for m in METRICS:
-                    rows.append({"n": n, "k": 1, "estimator": e, "metric": m, **summarise(res[e][m])})
+            cells[(n, 1)] = list(single)
+    results, used = {}, {}
+    red_ns = sorted({n for (n, k) in cells if cell_method(method, n, k) == "reduced"})
+    if red_ns:
+        red_ks = sorted({k for (n, k) in cells if n in red_ns})
+        gens = [torch.Generator().manual_seed(hash_seed(seed, n, 0)) for n in red_ns]
+        paths = reduced.sample_quality_paths(red_ns, red_ks, num_samples, sorted(set(estimators)),
+                                             generators=gens, dtype=dtype)
+    for (n, k), todo in cells.items():
+        how = cell_method(method, n, k)
+        if how == "reduced":
+            results[(n, k)] = paths[(n, k)]
+        else:
+            gen = torch.Generator(device=device).manual_seed(hash_seed(seed, n, k))
+            results[(n, k)] = sample_quality(n, k, num_samples, todo, generator=gen, dtype=dtype, device=device)
+        used[(n, k)] = how
+    rows = []
+    for (n, k), todo in sorted(cells.items()):
+        for e in todo:
+            for m in METRICS:
+                rows.append({"n": n, "k": k, "estimator": e, "metric": m, "method": used[(n, k)],
+                             **summarise(results[(n, k)][e][m])})
     return pd.DataFrame(rows)
+
+
+def compare_exact(summary: pd.DataFrame) -> pd.DataFrame:
+    """Join the summary with the exact expectations; add z-scores of the mean and of the mean square.
+
+    ``z = (mean − exact_mean)/sem`` and ``z_sq`` likewise for the second moment; both are ``nan``
+    where no closed form exists or where the exact law is a point mass (the projection for k ≥ n, the
+    cosine at n = 1: there ``abs_err = |mean − exact_mean|`` measures floating-point rounding only).
+    """
+    exact = exact_table(sorted(summary.n.unique()), sorted(summary.k.unique()), sorted(summary.estimator.unique()))
+    t = summary.merge(exact, on=["n", "k", "estimator", "metric"], how="left")
+    random = (t["exact_std"] > 0) | t["exact_std"].isna()
+    t["z"] = ((t["mean"] - t["exact_mean"]) / t["sem"]).where(random & (t["sem"] > 0))
+    t["z_sq"] = ((t["mean_sq"] - t["exact_mean_sq"]) / t["sem_sq"]).where(random & (t["sem_sq"] > 0))
+    t["abs_err"] = (t["mean"] - t["exact_mean"]).abs()
+    return t[["n", "k", "estimator", "metric", "method", "mean", "sem", "exact_mean", "z",
+              "mean_sq", "sem_sq", "exact_mean_sq", "z_sq", "abs_err", "closed_form"]]
 
 
 def hash_seed(seed: int, n: int, k: int) -> int:
@@ -82,14 +148,18 @@ def run(
     k_grid: Sequence[int] | None = None,
     num_samples: int | None = None,
     estimators: Sequence[str] | None = None,
-    method: str = "brute",
+    method: str | None = None,
     dtype: str = "float32",
     force: bool | None = None,
 ) -> StoredResult:
-    """Run (or load) the 4.1 grid. ``None`` parameters take the profile's value."""
+    """Run (or load) the 4.1 grid. ``None`` parameters take the profile's value.
+
+    Stores two tables: ``summary`` (empirical statistics per cell, estimator and metric) and
+    ``exact`` (the same joined with the exact expectations, see :func:`compare_exact`).
+    """
     prof = pick_profile(profile, PROFILES)
     dev = resolve_device(device)
-    check_choice("method", method, METHODS)
+    method = check_choice("method", prof["method"] if method is None else method, METHODS)
     dt = check_dtype(dtype)
     seed = check_positive_int("seed", seed, minimum=0)
     params = {
@@ -100,10 +170,14 @@ def run(
         "method": method,
         "dtype": dtype,
     }
+
+    def compute():
+        summary = quality_grid(params["n_grid"], params["k_grid"], params["num_samples"], params["estimators"],
+                               method=method, seed=seed, dtype=dt, device=dev)
+        return {"summary": summary, "exact": compare_exact(summary)}
+
     return run_cached(
-        SECTION, "quality",
-        lambda: {"summary": quality_grid(params["n_grid"], params["k_grid"], params["num_samples"],
-                                          params["estimators"], seed=seed, dtype=dt, device=dev)},
+        SECTION, "quality", compute,
         params=params, profile=profile, device=dev, seed=seed,
         code=["frogcore.experiments.approx_quality"], force=force,
     )
