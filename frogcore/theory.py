@@ -278,3 +278,70 @@ def exact_table(
                                  "exact_std": lw.std(), "exact_mean_sq": lw.moment(2),
                                  "closed_form": lw.closed_form})
     return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- learning rates
+
+#: tangent dimension of the FC networks in the authors' Section 4.4 (activation perturbation: 2W + 10)
+FC_TANGENT_DIM = {"fc_w=256": 522, "fc_w=1024": 2058, "fc_w=4096": 8202}
+
+
+def learning_rate_ratios() -> pd.DataFrame:
+    """The authors' tuned learning rates relative to backpropagation's, with the geometric predictions.
+
+    Reads ``frogcore/data/math.csv`` (Section 4.2; ``n`` = the function's dimension) and
+    ``fc_nns.csv`` (Section 4.4; ``n`` = the activation-tangent dimension ``2W + 10``). Columns:
+    ``problem, n, approach, k, lr, lr_bp, ratio = lr/lr_bp``, and two predictions for the ratio:
+
+    * ``descent`` — the step that minimises ``E f(x - η ĝ)`` on an isotropic quadratic:
+      ``E[ĝ·∇f]/E|ĝ|²`` relative to ``1/|∇f|²``, i.e. ``k/(n+k+1)`` for the mean, ``1`` for the
+      projection;
+    * ``length`` — the step that makes ``η|ĝ|`` match backprop's ``η|∇f|`` in root mean square:
+      ``√(k/(n+k+1))`` for the mean, ``√(n/k)`` for the projection (``1`` for ``k ≥ n``).
+    """
+    from importlib import resources
+
+    data = resources.files("frogcore") / "data"
+    with resources.as_file(data / "math.csv") as p:
+        math_df = pd.read_csv(p)
+    with resources.as_file(data / "fc_nns.csv") as p:
+        fc = pd.read_csv(p)
+    math_df = math_df.rename(columns={"function": "problem"})
+    fc = fc.assign(problem=fc.model + " " + fc.dataset, n=fc.model.map(FC_TANGENT_DIM))
+    rows = []
+    for df, family in ((math_df, "closed-form (4.2)"), (fc, "FC network (4.4)")):
+        bp = df[df.gradient_approach == "bp"].set_index(["problem", "n"])["lr"]
+        for r in df[df.gradient_approach != "bp"].itertuples():
+            n, k = int(r.n), int(r.k)
+            lr_bp = float(bp.loc[(r.problem, r.n)])
+            if r.gradient_approach == "frog":
+                descent, length = 1.0, math.sqrt(n / k) if k < n else 1.0
+            else:
+                descent, length = k / (n + k + 1), math.sqrt(k / (n + k + 1))
+            rows.append({"family": family, "problem": r.problem, "n": n, "approach": r.gradient_approach, "k": k,
+                         "lr": float(r.lr), "lr_bp": lr_bp, "ratio": float(r.lr) / lr_bp,
+                         "descent": descent, "length": length})
+    return pd.DataFrame(rows)
+
+
+def fit_lr_exponents(ratios: pd.DataFrame, min_n: int = 8, pool_fc: bool = True) -> pd.DataFrame:
+    """Least-squares slope of ``log(lr/lr_bp)`` against ``log((n+k+1)/k)`` per problem and approach.
+
+    The descent prediction gives slope ``-1`` for the mean and ``0`` for the projection; the length
+    prediction ``-1/2`` for the mean and about ``+1/2`` for the projection (``n/k ≈ (n+k+1)/k`` for
+    ``k ≪ n``). Only ``n ≥ min_n`` enters (small ``n`` is dominated by the tuning grid's resolution).
+    ``pool_fc`` fits the three FC networks together (each alone has only 3-4 rates).
+    """
+    rows = []
+    data = ratios[ratios.n >= min_n].copy()
+    if pool_fc:
+        data.loc[data.family.str.startswith("FC"), "problem"] = "FC networks (pooled)"
+    for (problem, approach), g in data.groupby(["problem", "approach"]):
+        x = np.log((g.n + g.k + 1) / g.k)
+        y = np.log(g.ratio)
+        slope, icpt = np.polyfit(x, y, 1)
+        resid = y - (slope * x + icpt)
+        se = math.sqrt((resid ** 2).sum() / max(len(g) - 2, 1) / ((x - x.mean()) ** 2).sum())
+        rows.append({"family": g.family.iloc[0], "problem": problem, "approach": approach, "points": len(g),
+                     "slope": slope, "slope_se": se})
+    return pd.DataFrame(rows)
