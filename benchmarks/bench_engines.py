@@ -7,7 +7,8 @@ one forward pass (train mode, no graph) and of one backprop step.
 
 Methods: ``bp``; ``sim`` (true gradient by backprop, then the estimator); ``fwd-vmap`` (the K
 JVPs batched with torch.func.vmap); ``fwd-loop`` (one JVP per tangent: the authors' real-forward-mode
-method); ``fwd-auto`` (frogcore's automatic choice).
+method); ``fwd-auto`` (frogcore's automatic choice); ``sample`` (drawing the K·n tangent entries
+alone, weight perturbation: the share of every sim/fwd step spent on sampling).
 
 Usage::
 
@@ -37,7 +38,7 @@ MODELS = {
     "resnet18": ("resnet18", (3, 32, 32), 32, {}, "ResNet18 (CIFAR-10, batch 32)"),
     "vit": ("vit", (3, 32, 32), 32, {}, "ViT 6x256 (CIFAR-10, batch 32)"),
 }
-METHODS = ("bp", "sim", "fwd-vmap", "fwd-loop", "fwd-auto")
+METHODS = ("bp", "sim", "fwd-vmap", "fwd-loop", "fwd-auto", "sample")
 
 
 def run_one(cfg: dict) -> dict:
@@ -50,6 +51,8 @@ def run_one(cfg: dict) -> dict:
     from frogcore.models import build_model
 
     device = resolve_device(cfg["device"])
+    if cfg.get("threads"):
+        torch.set_num_threads(cfg["threads"])
     torch.manual_seed(0)
     name, shape, batch, kw, _ = MODELS[cfg["model"]]
     model = build_model(name, shape, 10, **kw).to(device).train()
@@ -66,6 +69,13 @@ def run_one(cfg: dict) -> dict:
         def step():
             with torch.no_grad():
                 F.cross_entropy(model(x), y)
+    elif method == "sample":  # the tangent sampling alone (part of every sim/fwd step)
+        from frogcore.tangents import sample_tangents
+        n = sum(p.numel() for p in model.parameters())
+        gen = torch.Generator(device=device).manual_seed(0)
+
+        def step():
+            sample_tangents(n, cfg["k"], generator=gen, device=device)
     else:
         if method == "bp":
             engine = make_engine(mode="bp")
@@ -107,12 +117,15 @@ def spawn(cfg: dict, timeout: float) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def device_label(device: str) -> str:
+def device_label(device: str, threads: int | None = None) -> str:
+    import os
+
     import torch
 
     if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
         return f"CUDA, {torch.cuda.get_device_name(0)}"
-    return f"CPU, {torch.get_num_threads()} threads ({platform.processor() or platform.machine()})"
+    return (f"CPU, {os.cpu_count()} cores, {threads or torch.get_num_threads()} torch threads "
+            f"({platform.processor() or platform.machine()})")
 
 
 def main(argv=None) -> int:
@@ -124,8 +137,10 @@ def main(argv=None) -> int:
     ap.add_argument("--ks", nargs="+", type=int, default=[1, 2, 4, 16])
     ap.add_argument("--perturbation", default="weight", choices=("weight", "activity"))
     ap.add_argument("--aggregation", default="projection", choices=("single", "mean", "sum", "projection"))
-    ap.add_argument("--reps", type=int, default=None, help="timed steps (default: 10 for FC, 3 otherwise)")
+    ap.add_argument("--reps", type=int, default=None, help="timed steps (default: 5 for FC, 2 otherwise)")
     ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads per configuration (default: torch's default, one per core)")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per configuration")
     ap.add_argument("--markdown", help="also write the table as markdown to this file")
     ap.add_argument("--json", help="also write all records as JSON to this file")
@@ -137,9 +152,10 @@ def main(argv=None) -> int:
 
     records = []
     for model in args.models:
-        reps = args.reps or (10 if model == "fc" else 3)
+        reps = args.reps or (5 if model == "fc" else 2)
         base = dict(model=model, device=args.device, perturbation=args.perturbation,
-                    aggregation=args.aggregation, warmup=args.warmup, reps=reps, k=0)
+                    aggregation=args.aggregation, warmup=args.warmup, reps=reps, k=0,
+                    threads=args.threads)
         jobs = [dict(base, method="forward")]
         if "bp" in args.methods:
             jobs.append(dict(base, method="bp"))
@@ -153,7 +169,7 @@ def main(argv=None) -> int:
             print(f"  {model:9s} {cfg['method']:9s} K={cfg['k']:<3d} {rec['seconds']:.4f} s{extra}{err}",
                   flush=True)
 
-    label = device_label(args.device)
+    label = device_label(args.device, args.threads)
     lines = table(records, args, label)
     print("\n".join(lines))
     checks = verdicts(records)

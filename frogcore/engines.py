@@ -18,8 +18,8 @@ Modes (``MODES``)
            (:func:`torch.func.jvp` through :func:`torch.func.functional_call`); no backward pass
            through the network for weight perturbation. The K tangents are batched with
            :func:`torch.func.vmap` (``fwd_impl="vmap"``) or evaluated one after the other
-           (``fwd_impl="loop"``, the authors' real-forward-mode method); ``"auto"`` picks per model
-           (:func:`choose_fwd_impl`).
+           (``fwd_impl="loop"``, the authors' real-forward-mode method); ``"auto"`` follows the
+           measured rule of :func:`choose_fwd_impl`.
 
 With the same generator state ``sim`` and ``fwd`` sample the same tangents and give the same
 update up to floating-point rounding; the tests check this for MLPs, ResNet18 and a ViT.
@@ -144,22 +144,20 @@ def _active_dropouts(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, _DropoutNd) and m.training and m.p > 0]
 
 
-def _has_attention(model: nn.Module) -> bool:
-    if any(isinstance(m, nn.MultiheadAttention) for m in model.modules()):
-        return True
-    return any("attention" in type(m).__name__.lower() or type(m).__name__.lower().endswith("attn")
-               for m in model.modules())
-
-
 def choose_fwd_impl(model: nn.Module) -> str:
-    """The ``fwd_impl="auto"`` rule: ``"loop"`` for attention models, ``"vmap"`` otherwise.
+    """The ``fwd_impl="auto"`` rule: ``"vmap"`` for every model measured so far.
 
-    Measured with ``benchmarks/bench_engines.py`` (book/performance.md): batching the K tangents with
-    ``vmap`` is several times faster than a loop for MLPs and convolutional nets, but slower for
-    the ViT, where the math attention kernel under ``vmap`` materialises K batched score tensors
-    and the batched matmuls lose to K plain ones.
+    Measured with ``benchmarks/bench_engines.py --threads 1`` on the 2-core development CPU
+    (book/performance.md), weight perturbation, K = 1..16: batching the K tangents with ``vmap`` was
+    never slower than the per-tangent loop, for the FC net (1.0-1.3x faster), ResNet18 (1.1-1.5x)
+    and the ViT (1.3-1.6x; in an interleaved same-process check at K = 4 also 1.4x). The loop stays
+    available (``fwd_impl="loop"``) and holds one tangent at a time; ``chunk_size`` bounds the memory
+    of ``vmap``. The function takes the model so that a model-dependent rule (e.g. for GPUs) can be
+    added when measurements call for one.
     """
-    return "loop" if _has_attention(model) else "vmap"
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+    return "vmap"
 
 
 # ----------------------------------------------------------------------------- context managers
@@ -365,7 +363,7 @@ class Engine:
             dirs, start = {}, 0
             for n, shape in spec:
                 size = math.prod(shape)
-                dirs[n] = v[:, start:start + size].reshape(self.k, *shape).contiguous()
+                dirs[n] = v[:, start:start + size].reshape(self.k, *shape)  # views, no copy
                 start += size
 
             def func(pp):
