@@ -304,7 +304,7 @@ class Engine:
 
         first = next(iter(directions.values())) if isinstance(directions, dict) else directions
         total = first.shape[0]
-        if impl == "vmap":
+        if impl == "vmap" and total > 1:  # a single direction needs no batching
             out, tan = vmap(one, chunk_size=self._chunk(total))(directions)
             return out[0], tan
         outs = []
