@@ -1,0 +1,113 @@
+"""Benchmark of the Section 4.1 computation (approximation quality over an (n, k) grid).
+
+Three comparisons, each configuration timed in its own subprocess (long-lived processes time badly
+on a shared machine):
+
+1. ``paper``  — the paper-profile grid (n = 2^0..2^14, k = 2^0..2^10, 1000 samples, all seven
+   estimators) with the exact reduced sampler. Target: <= 60 s on 2 CPU cores.
+2. ``shared`` — brute force vs the reduced sampler on a shared sub-grid both can afford
+   (default n = 2^0..2^10, k = 2^0..2^6, 1000 samples).
+3. ``loop``   — the batched brute-force computation vs a per-sample Python loop (one sample per call,
+   same kernels) on n, k <= 2^10 with 100 samples. Target: batched >= 5x faster.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_approx.py                 # all three
+    .venv/bin/python benchmarks/bench_approx.py --only paper loop
+    .venv/bin/python benchmarks/bench_approx.py --shared-max-n 10 --shared-max-k 6   # smaller sub-grid
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+
+def _one(cfg: dict) -> dict:
+    """Run one configuration in this (fresh) process and return its wall time."""
+    import torch
+
+    from frogcore.approx import ESTIMATORS, sample_quality
+    from frogcore.experiments.approx_quality import hash_seed, quality_grid
+
+    n_grid = [2**i for i in range(cfg["max_log_n"] + 1)]
+    k_grid = [2**i for i in range(cfg["max_log_k"] + 1)]
+    samples = cfg["num_samples"]
+    # warm-up: imports, first kernel launches and allocations (not timed)
+    quality_grid([4], [2], 4, method="brute")
+    quality_grid([4], [2], 4, method="reduced")
+    t0 = time.perf_counter()
+    if cfg["mode"] in ("brute", "reduced"):
+        table = quality_grid(n_grid, k_grid, samples, ESTIMATORS, method=cfg["mode"], seed=0)
+        rows = len(table)
+    elif cfg["mode"] == "loop":  # per-sample Python loop over the same brute-force kernels
+        rows = 0
+        for n in n_grid:
+            for k in k_grid:
+                gen = torch.Generator().manual_seed(hash_seed(0, n, k))
+                for _ in range(samples):
+                    sample_quality(n, k, 1, ESTIMATORS, generator=gen)
+                rows += 1
+    else:
+        raise ValueError(f"unknown mode {cfg['mode']!r}")
+    return {"seconds": time.perf_counter() - t0, "rows": rows, "threads": torch.get_num_threads()}
+
+
+def _spawn(cfg: dict) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--one", json.dumps(cfg)], capture_output=True, text=True,
+                         env=os.environ.copy())
+    if out.returncode != 0:
+        raise RuntimeError(f"configuration {cfg} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _grid(cfg: dict) -> str:
+    return f"n<=2^{cfg['max_log_n']}, k<=2^{cfg['max_log_k']}, {cfg['num_samples']} samples"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--one", help=argparse.SUPPRESS)
+    ap.add_argument("--only", nargs="+", choices=["paper", "shared", "loop"], default=["paper", "shared", "loop"])
+    ap.add_argument("--shared-max-n", type=int, default=10, help="sub-grid for brute vs reduced: n <= 2^this")
+    ap.add_argument("--shared-max-k", type=int, default=6, help="sub-grid for brute vs reduced: k <= 2^this")
+    args = ap.parse_args()
+    if args.one:
+        print(json.dumps(_one(json.loads(args.one))))
+        return
+
+    rows = []
+    if "paper" in args.only:
+        cfg = dict(mode="reduced", max_log_n=14, max_log_k=10, num_samples=1000)
+        rows.append(("paper grid", "reduced", cfg, _spawn(cfg)))
+    if "shared" in args.only:
+        for mode in ("reduced", "brute"):
+            cfg = dict(mode=mode, max_log_n=args.shared_max_n, max_log_k=args.shared_max_k, num_samples=1000)
+            rows.append(("shared sub-grid", mode, cfg, _spawn(cfg)))
+    if "loop" in args.only:
+        for mode in ("brute", "loop"):
+            cfg = dict(mode=mode, max_log_n=10, max_log_k=10, num_samples=100)
+            rows.append(("batched vs loop", "brute batched" if mode == "brute" else "brute per-sample loop",
+                         cfg, _spawn(cfg)))
+
+    print(f"{'comparison':<17} {'sampler':<23} {'grid':<36} {'seconds':>9}")
+    for comp, sampler, cfg, res in rows:
+        print(f"{comp:<17} {sampler:<23} {_grid(cfg):<36} {res['seconds']:>9.2f}")
+    times = {(c, s): r["seconds"] for c, s, _, r in rows}
+    print(f"(torch threads per process: {rows[0][3]['threads']}; every configuration in a fresh process)")
+    if ("paper grid", "reduced") in times:
+        t = times[("paper grid", "reduced")]
+        print(f"paper profile with the reduced sampler: {t:.1f} s ({'meets' if t <= 60 else 'MISSES'} the 60 s target)")
+    if ("shared sub-grid", "brute") in times:
+        r = times[("shared sub-grid", "brute")] / times[("shared sub-grid", "reduced")]
+        print(f"shared sub-grid: reduced is {r:.1f}x faster than brute force")
+    if ("batched vs loop", "brute batched") in times:
+        r = times[("batched vs loop", "brute per-sample loop")] / times[("batched vs loop", "brute batched")]
+        print(f"batched brute force vs per-sample loop: {r:.1f}x ({'meets' if r >= 5 else 'MISSES'} the 5x target)")
+
+
+if __name__ == "__main__":
+    main()
