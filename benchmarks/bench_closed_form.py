@@ -9,7 +9,7 @@ shared machine), and reports wall-clock and CPU seconds:
                        full step limits) through :func:`closed_form_grid` with ``--workers`` processes
 
 The sub-grid: sphere, Rosenbrock and Styblinski-Tang at n = 4 and 64, all 8 approaches, seeds 0–4,
-``--steps`` steps (default 100; early stopping as in the paper). The loop and the batch compute the same
+``--steps`` steps (default 200; early stopping as in the paper). The loop and the batch compute the same
 runs; the script checks that their final values agree.
 
 Usage::
@@ -73,7 +73,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", nargs="+", default=["batched-subgrid", "loop-subgrid", "paper"],
                     choices=["batched-subgrid", "loop-subgrid", "paper"])
-    ap.add_argument("--steps", type=int, default=100, help="step limit of the sub-grid runs")
+    ap.add_argument("--steps", type=int, default=200, help="step limit of the sub-grid runs")
     ap.add_argument("--workers", type=int, default=2, help="processes for the paper profile")
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
