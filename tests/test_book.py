@@ -21,6 +21,13 @@ def test_every_notebook_is_in_the_table_of_contents():
         assert f"executed/{nb.stem}" in files, f"{nb.name} is not in book/_toc.yml"
 
 
+def test_every_book_page_is_in_the_table_of_contents():
+    # only_build_toc_files: a page missing from the TOC silently disappears from the book
+    files = toc_files()
+    for page in sorted(BOOK_DIR.glob("*.md")):
+        assert page.stem in files, f"{page.name} is not in book/_toc.yml"
+
+
 def test_book_has_no_static_javascript_folder():
     # jupyter-book 1 injects every JS/CSS file under a _static/ folder as a script tag
     assert not [p for p in BOOK_DIR.rglob("_static") if "_build" not in p.parts]
