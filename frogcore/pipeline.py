@@ -4,6 +4,8 @@
 with papermill (the book build itself never executes notebooks) into ``book/executed/`` and then
 builds the jupyter-book (1.x) HTML into ``book/_build/html``. Thanks to the results store, a
 notebook whose parameters and code are unchanged loads its committed results and only re-plots.
+At ``--profile default`` the chapters whose paper scale fits a laptop CPU (FROG 4.1-4.3, see
+:data:`PAPER_SCALE_CHAPTERS`) run at ``paper``; ``--uniform`` runs every chapter at ``--profile``.
 
 ``python -m frogcore.pipeline execute NOTEBOOK --profile smoke --device cpu`` runs one notebook.
 """
@@ -25,6 +27,26 @@ from .results import REPO_ROOT
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 BOOK_DIR = REPO_ROOT / "book"
 EXECUTED = "executed"  # folder inside the book tree that receives the executed notebooks
+
+#: Chapters whose ``paper`` profile runs on a laptop CPU in minutes (FROG 4.1: seconds with the exact
+#: reduced sampler; 4.2: about 5 minutes on two cores; 4.3: about 2), mapped to their results section.
+#: A book built at the ``default`` profile shows these chapters at the papers' full scale, from the
+#: committed ``results/<section>/paper/``; every other chapter shows ``default``.
+PAPER_SCALE_CHAPTERS = {
+    "frog_4_1_approximation_quality": "frog_4_1",
+    "frog_4_2_closed_form": "frog_4_2",
+    "frog_4_3_custom_tangents": "frog_4_3",
+}
+
+
+def chapter_profile(notebook: str | os.PathLike, profile: str) -> str:
+    """The profile at which a book built at ``profile`` executes ``notebook``.
+
+    ``default`` becomes ``paper`` for :data:`PAPER_SCALE_CHAPTERS`; ``smoke`` and ``paper`` apply to
+    every chapter as they are.
+    """
+    check_profile(profile)
+    return "paper" if profile == "default" and Path(notebook).stem in PAPER_SCALE_CHAPTERS else profile
 
 
 def list_notebooks(directory: str | os.PathLike = NOTEBOOK_DIR) -> list[Path]:
@@ -63,14 +85,20 @@ def execute_all(
     *,
     out_dir: str | os.PathLike = BOOK_DIR / EXECUTED,
     notebooks: Iterable[str | os.PathLike] | None = None,
+    book_profiles: bool = True,
 ) -> list[Path]:
-    """Execute every notebook (or the given ones) into ``out_dir``; return the executed paths."""
+    """Execute every notebook (or the given ones) into ``out_dir``; return the executed paths.
+
+    With ``book_profiles`` (the default) each notebook runs at :func:`chapter_profile`, i.e. the
+    paper-scale chapters run at ``paper`` when ``profile="default"``; without, all run at ``profile``.
+    """
     out_dir = Path(out_dir)
     done = []
     for nb in (list_notebooks() if notebooks is None else [Path(p) for p in notebooks]):
+        prof = chapter_profile(nb, profile) if book_profiles else check_profile(profile)
         t0 = time.perf_counter()
-        done.append(execute_notebook(nb, out_dir / nb.name, profile=profile, device=device))
-        print(f"executed {nb.name} [{profile}, {device}] in {time.perf_counter() - t0:.1f} s", flush=True)
+        done.append(execute_notebook(nb, out_dir / nb.name, profile=prof, device=device))
+        print(f"executed {nb.name} [{prof}, {device}] in {time.perf_counter() - t0:.1f} s", flush=True)
     return done
 
 
@@ -87,6 +115,7 @@ def build_book(
     book_dir: str | os.PathLike | None = None,
     copy_sources: bool = True,
     notebooks: Iterable[str | os.PathLike] | None = None,
+    book_profiles: bool = True,
 ) -> Path:
     """Execute the notebooks (unless ``execute=False``) and build the HTML book; return its folder.
 
@@ -101,7 +130,7 @@ def build_book(
             shutil.rmtree(target)
         shutil.copytree(BOOK_DIR, target, ignore=shutil.ignore_patterns("_build", EXECUTED))
     if execute:
-        execute_all(profile, device, out_dir=target / EXECUTED, notebooks=notebooks)
+        execute_all(profile, device, out_dir=target / EXECUTED, notebooks=notebooks, book_profiles=book_profiles)
     missing = [nb.name for nb in list_notebooks() if not (target / EXECUTED / nb.name).exists()]
     if missing:
         raise FileNotFoundError(f"not executed yet (run without --skip-execute): {', '.join(missing)}")
@@ -123,15 +152,19 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--profile", default="default", choices=PROFILES)
     b.add_argument("--device", default="auto", choices=DEVICES)
     b.add_argument("--skip-execute", action="store_true", help="reuse book/executed/ as it is")
+    b.add_argument("--uniform", action="store_true",
+                   help="run every chapter at --profile (default: the paper-scale chapters 4.1-4.3 run at "
+                        "'paper' when --profile is 'default')")
     e = sub.add_parser("execute", help="execute notebooks into book/executed/")
     e.add_argument("notebooks", nargs="*", help="notebook paths (default: all of notebooks/)")
     e.add_argument("--profile", default="default", choices=PROFILES)
     e.add_argument("--device", default="auto", choices=DEVICES)
+    e.add_argument("--uniform", action="store_true", help="as for 'book'")
     args = parser.parse_args(argv)
     if args.command == "book":
-        build_book(args.profile, args.device, execute=not args.skip_execute)
+        build_book(args.profile, args.device, execute=not args.skip_execute, book_profiles=not args.uniform)
     else:
-        execute_all(args.profile, args.device, notebooks=args.notebooks or None)
+        execute_all(args.profile, args.device, notebooks=args.notebooks or None, book_profiles=not args.uniform)
     return 0
 
 
