@@ -7,8 +7,9 @@ from scipy.stats import ks_2samp
 from frogcore import approx, reduced
 from frogcore.approx import ESTIMATORS, METRICS
 
-# (n, k) pairs: k < n small, k < n moderate, k ≈ n/4, and k > n (mean/sum keep a nontrivial law)
-PAIRS = [(3, 2), (16, 4), (64, 16), (24, 40)]
+# (n, k) pairs: k < n small, k < n moderate, k ≈ n/4, k > n (mean/sum keep a nontrivial law), and a
+# large n with k ≪ n, the regime the reduced sampler exists for
+PAIRS = [(3, 2), (16, 4), (64, 16), (24, 40), (512, 64)]
 NUM = 4000
 
 
