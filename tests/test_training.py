@@ -222,3 +222,32 @@ def test_sgd_step_equals_torch_optim_sgd():
     sgd_step(list(a.parameters()), 0.3)
     torch.optim.SGD(b.parameters(), lr=0.3).step()
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_download_flag_reaches_the_data_loader_and_is_not_a_parameter(monkeypatch):
+    from frogcore import datasets
+    from frogcore.experiments import fomoh
+
+    calls = []
+    real = datasets.load_splits
+
+    def spy(name, **kw):
+        calls.append((name, kw.get("download")))
+        return real(name, seed=kw.get("seed", 0))
+
+    monkeypatch.setattr(N, "load_splits", spy)
+    monkeypatch.setattr(datasets, "load_splits", spy)  # fomoh.run_networks imports it at call time
+    kw = dict(widths=[256], epochs=1, approaches=[["bp", 1]], checkpoints=False)
+    a = N.run_fc("smoke", "cpu", force=True, download=True, **kw)
+    b = N.run_fc("smoke", "cpu", **kw)  # download=False: the same stored result
+    assert calls == [("digits", True)] and b.cached and a.meta["params"] == b.meta["params"]
+    monkeypatch.setenv("FROG_RECOMPUTE", "1")
+    N.run_timing("fc", "smoke", "cpu", download=True)
+    N.run_sota("smoke", "cpu", models=["vit"], approaches=[["bp", 1]], epochs=1, download=True)
+    fomoh.run_networks("smoke", "cpu", models=["logreg"], methods=["bp"], download=True)
+    assert calls[1:] == [("digits", True)] * 3
+    for bad in ("yes", 1, None):
+        with pytest.raises(ValueError, match="download must be True or False"):
+            N.run_fc("smoke", "cpu", download=bad, **kw)
+        with pytest.raises(ValueError, match="download must be True or False"):
+            fomoh.run_networks("smoke", "cpu", download=bad)

@@ -421,8 +421,12 @@ def train_network(model_name: str, method_name: str, splits, *, steps: int, batc
     return pd.DataFrame(rows), times
 
 
-def run_networks(profile: str = "default", device: str = "auto", seed: int = 0, **overrides):
+def run_networks(profile: str = "default", device: str = "auto", seed: int = 0, *, download: bool = False,
+                 **overrides):
     """Logistic regression and the FoMoH CNN trained with BP, FGD, FoMoH and FoMoH-KD.
+
+    ``download=True`` fetches MNIST (the paper profile) into ``data/`` if it is missing; otherwise a
+    missing dataset is an error that says where to put the files. It does not change the results.
 
     ``seed`` shifts the list of training seeds (run seeds are ``seed + s`` for ``s`` in ``seeds``) and
     seeds the data split. Tables: ``curves`` (model, method, seed, step, split, loss, accuracy),
@@ -432,6 +436,8 @@ def run_networks(profile: str = "default", device: str = "auto", seed: int = 0, 
     from ..datasets import load_splits
     from ..models.fomoh_nets import MODELS, build_model, count_parameters
 
+    if not isinstance(download, bool):
+        raise ValueError(f"download must be True or False; got {download!r}")
     p = _merge(profile, NETWORKS, overrides)
     models = check_choices("models", p["models"], [m for m in MODELS if m != "mlp"])
     methods = check_choices("methods", p["methods"], NETWORK_METHODS)
@@ -452,7 +458,7 @@ def run_networks(profile: str = "default", device: str = "auto", seed: int = 0, 
     dev = resolve_device(device)
 
     def compute():
-        splits = load_splits(p["dataset"], seed=seed)
+        splits = load_splits(p["dataset"], seed=seed, download=download)
         curves, timing, counts = [], [], []
         for m in models:
             with torch.random.fork_rng(devices=[]):

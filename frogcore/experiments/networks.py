@@ -74,13 +74,14 @@ FC_PROFILES = {
 # model options per profile (4.5): the default shrinks both models to fit a laptop CPU
 SOTA_MODELS = {
     "smoke": {"resnet18": dict(width=4), "vit": dict(depth=1, heads=2, dim=16, mlp_dim=32, patch=4)},
-    "default": {"resnet18": dict(width=16), "vit": dict(depth=2, heads=4, dim=64, mlp_dim=128, patch=2)},
+    "default": {"resnet18": dict(width=16), "vit": dict(depth=2, heads=4, dim=64, mlp_dim=128, patch=4)},
     "paper": {"resnet18": dict(), "vit": dict(depth=6, heads=4, dim=256, mlp_dim=512, patch=4)},
 }
 SOTA_PROFILES = {
     "smoke": dict(datasets=["digits"], models=["resnet18", "vit"], epochs=1, num_seeds=1, patience=10,
                   lr_scale=4.0, approaches=[["bp", 1], ["frog", 2]], checkpoints=False),
-    "default": dict(datasets=["digits"], models=["resnet18", "vit"], epochs=15, num_seeds=1, patience=10,
+    "default": dict(datasets=["digits"], models=["resnet18", "vit"], epochs={"resnet18": 15, "vit": 30},
+                    num_seeds=1, patience=10,
                     lr_scale=4.0, approaches=PAPER_APPROACHES, checkpoints=True),
     "paper": dict(datasets=["mnist", "cifar10"], models=["resnet18", "vit"], epochs=200, num_seeds=3,
                   patience=10, lr_scale=1.0, approaches=PAPER_APPROACHES, checkpoints=True),
@@ -224,7 +225,8 @@ def _checkpoint_path(section: str, profile: str, ident: Mapping[str, Any]) -> Pa
 
 def train_grid(section: str, profile: str, runs: Sequence[Mapping[str, Any]], *, seeds: Sequence[int],
                batch_size: int | None, patience: int | None, lr_scale: float, mode: str, perturbation: str,
-               device: torch.device, checkpoints: bool, progress: bool, data_seed: int) -> dict[str, pd.DataFrame]:
+               device: torch.device, checkpoints: bool, progress: bool, data_seed: int,
+               download: bool = False) -> dict[str, pd.DataFrame]:
     """Train every run (dicts with dataset, model, model_kw, label, epochs, approach, k) for every seed.
 
     Returns the tidy tables ``history`` (run ids, epoch, metric, value) and ``summary`` (one row per
@@ -236,7 +238,7 @@ def train_grid(section: str, profile: str, runs: Sequence[Mapping[str, Any]], *,
     for r in runs:
         ds = r["dataset"]
         if ds not in cache:
-            data = load_splits(ds, seed=data_seed)
+            data = load_splits(ds, seed=data_seed, download=download)
             if device.type == "cuda":
                 data = Splits(*[(x.to(device), y.to(device)) for x, y in (data.train, data.val, data.test)],
                               num_classes=data.num_classes, name=data.name)
@@ -265,6 +267,13 @@ def train_grid(section: str, profile: str, runs: Sequence[Mapping[str, Any]], *,
                             "time_per_step_s": h.time_per_step_s.iloc[1:].mean(),
                             "train_time_s": h.train_time_s.sum(), "wall_s": time.perf_counter() - t0})
     return {"history": pd.concat(histories, ignore_index=True), "summary": pd.DataFrame(summary)}
+
+
+def check_download(download: Any) -> bool:
+    """``download`` must be ``True`` or ``False`` (MNIST/CIFAR-10 are fetched only when it is ``True``)."""
+    if not isinstance(download, bool):
+        raise ValueError(f"download must be True or False; got {download!r}")
+    return download
 
 
 def _validate_common(prof, *, datasets, epochs, num_seeds, batch_size, patience, lr_scale, approaches, mode,
@@ -317,12 +326,15 @@ def run_fc(profile: str = "default", device: str = "auto", seed: int = 0, *, dat
            batch_size: int | None = None, patience: int | None = None, lr_scale: float | None = None,
            approaches: Sequence[Sequence] | None = None, mode: str = "sim", perturbation: str = "activity",
            checkpoints: bool | None = None, progress: bool = False, threads: int | None = None,
-           force: bool | None = None) -> StoredResult:
+           download: bool = False, force: bool | None = None) -> StoredResult:
     """Section 4.4: FC networks (``widths``) trained with every approach. ``None`` = the profile's value.
 
     ``epochs`` may be one number or a ``{width: epochs}`` table; ``patience=0`` turns early stopping
     off; seeds are ``seed, seed+1, …`` (``num_seeds`` of them; the data split uses ``seed``).
+    ``download=True`` fetches MNIST into ``data/`` if it is missing (otherwise a missing dataset is an
+    error that says where to put the files); it does not change the results.
     """
+    download = check_download(download)
     prof = pick_profile(profile, FC_PROFILES)
     dev = resolve_device(device)
     p = _validate_common(prof, datasets=datasets, epochs=epochs, num_seeds=num_seeds, batch_size=batch_size,
@@ -342,7 +354,8 @@ def run_fc(profile: str = "default", device: str = "auto", seed: int = 0, *, dat
             lambda: train_grid(SECTIONS["fc"], profile, runs, seeds=range(seed, seed + p["num_seeds"]),
                                batch_size=p["batch_size"], patience=p["patience"], lr_scale=p["lr_scale"],
                                mode=p["mode"], perturbation=p["perturbation"], device=dev,
-                               checkpoints=ckpts and not force, progress=progress, data_seed=seed),
+                               checkpoints=ckpts and not force, progress=progress, data_seed=seed,
+                               download=download),
             params=params, profile=profile, device=dev, seed=seed, code=CODE, force=force)
 
 
@@ -351,12 +364,14 @@ def run_sota(profile: str = "default", device: str = "auto", seed: int = 0, *, d
              epochs: int | Mapping | None = None, num_seeds: int | None = None, batch_size: int | None = None,
              patience: int | None = None, lr_scale: float | None = None, approaches: Sequence[Sequence] | None = None,
              mode: str = "sim", perturbation: str = "activity", checkpoints: bool | None = None,
-             progress: bool = False, threads: int | None = None, force: bool | None = None) -> StoredResult:
+             progress: bool = False, threads: int | None = None, download: bool = False,
+             force: bool | None = None) -> StoredResult:
     """Section 4.5: ResNet18 and ViT trained with every approach. ``None`` = the profile's value.
 
     ``model_kw`` maps a model name to its size options (default: the profile's, see ``SOTA_MODELS``);
-    ``epochs`` may be one number or a ``{model: epochs}`` table.
+    ``epochs`` may be one number or a ``{model: epochs}`` table. ``download`` as for :func:`run_fc`.
     """
+    download = check_download(download)
     prof = pick_profile(profile, SOTA_PROFILES)
     dev = resolve_device(device)
     p = _validate_common(prof, datasets=datasets, epochs=epochs, num_seeds=num_seeds, batch_size=batch_size,
@@ -379,7 +394,8 @@ def run_sota(profile: str = "default", device: str = "auto", seed: int = 0, *, d
             lambda: train_grid(SECTIONS["sota"], profile, runs, seeds=range(seed, seed + p["num_seeds"]),
                                batch_size=p["batch_size"], patience=p["patience"], lr_scale=p["lr_scale"],
                                mode=p["mode"], perturbation=p["perturbation"], device=dev,
-                               checkpoints=ckpts and not force, progress=progress, data_seed=seed),
+                               checkpoints=ckpts and not force, progress=progress, data_seed=seed,
+                               download=download),
             params=params, profile=profile, device=dev, seed=seed, code=CODE, force=force)
 
 
@@ -468,12 +484,14 @@ def time_steps(model: torch.nn.Module, data: Splits, engine, *, batch_size: int,
 def run_timing(section: str = "fc", profile: str = "default", device: str = "auto", seed: int = 0, *,
                ks: Sequence[int] | None = None, steps: int | None = None, warmup: int | None = None,
                perturbations: Sequence[str] | None = None, threads: int | None = None,
-               force: bool | None = None) -> StoredResult:
+               download: bool = False, force: bool | None = None) -> StoredResult:
     """Time per gradient step vs k for ``bp``, ``sim`` and ``fwd`` (mean and projection aggregation).
 
     Uses the section's models at the profile's size on the profile's first dataset and batch size
     (4.4: every width). In-process wall-clock timings: indicative only, and noisy on a shared CPU.
+    ``download`` as for :func:`run_fc`.
     """
+    download = check_download(download)
     check_choice("section", section, tuple(SECTIONS))
     prof = pick_profile(profile, TIMING_PROFILES)
     dev = resolve_device(device)
@@ -493,7 +511,7 @@ def run_timing(section: str = "fc", profile: str = "default", device: str = "aut
     p.update(dataset=dataset, models=[lbl for _, _, lbl in models])
 
     def compute():
-        data = load_splits(dataset, seed=seed)
+        data = load_splits(dataset, seed=seed, download=download)
         bs = BATCH_SIZE[dataset]
         rows = []
         for name, kw, label in models:
