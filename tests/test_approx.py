@@ -94,3 +94,38 @@ def test_bad_parameters_fail_at_once_naming_the_parameter(kwargs, match):
     kw = {"profile": "smoke", "device": "cpu", **kwargs}
     with pytest.raises(ValueError, match=match):
         approx_quality.run(**kw)
+
+
+@pytest.mark.parametrize("n, k", [(64, 8), (64, 40), (16, 16), (8, 20), (1, 3), (300, 150)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_projection_norm_equals_the_norm_of_the_projection(n, k, dtype):
+    from frogcore.approx import projection_norm
+    from frogcore.estimators import aggregate
+
+    gen = torch.Generator().manual_seed(n * 100 + k)
+    v = torch.randn(5, 3, k, n, generator=gen, dtype=dtype)
+    g = torch.randn(5, 3, n, generator=gen, dtype=dtype)
+    d = (v @ g.unsqueeze(-1)).squeeze(-1)
+    got = projection_norm(d, v)
+    want = aggregate(d, v, "projection").norm(dim=-1)
+    assert got.shape == (5, 3)
+    tol = 1e-4 if dtype == torch.float32 else 1e-10
+    assert torch.allclose(got, want, rtol=tol, atol=tol)
+    if k >= n:
+        assert torch.allclose(got, g.norm(dim=-1), rtol=tol * 10)
+
+
+def test_projection_norm_with_collinear_tangents_and_bad_input():
+    from frogcore.approx import projection_norm
+
+    gen = torch.Generator().manual_seed(0)
+    base = torch.randn(4, 50, generator=gen, dtype=torch.float64)
+    v = torch.cat([base, base[:2] * 3.0, base[:1] + 1e-13 * torch.randn(1, 50, generator=gen, dtype=torch.float64)])
+    g = torch.randn(50, generator=gen, dtype=torch.float64)
+    q, _ = torch.linalg.qr(base.T)  # the span of the distinct tangents
+    expected = (q.T @ g).norm()
+    assert torch.allclose(projection_norm(v @ g, v), expected, rtol=1e-6)
+    with pytest.raises(ValueError, match="k must be an integer >= 1"):
+        projection_norm(torch.zeros(0), torch.zeros(0, 5))
+    with pytest.raises(ValueError, match="d must have shape"):
+        projection_norm(torch.zeros(3), torch.zeros(2, 5))
