@@ -19,7 +19,7 @@ Modes (``MODES``)
            through the network for weight perturbation. The K tangents are batched with
            :func:`torch.func.vmap` (``fwd_impl="vmap"``) or evaluated one after the other
            (``fwd_impl="loop"``, the authors' real-forward-mode method); ``"auto"`` follows the
-           measured rule of :func:`choose_fwd_impl`.
+           measured rule of :func:`choose_fwd_impl` (``vmap`` over chunks of at most 32 MB of tangents).
 
 With the same generator state ``sim`` and ``fwd`` sample the same tangents and give the same
 update up to floating-point rounding; the tests check this for MLPs, ResNet18 and a ViT.
@@ -86,7 +86,7 @@ ENGINE_SAMPLERS = ("normal", "rademacher")
 
 __all__ = [
     "MODES", "PERTURBATIONS", "TANGENT_MODES", "FWD_IMPLS", "ENGINE_SAMPLERS",
-    "Engine", "make_engine", "choose_fwd_impl", "parameter_groups", "block_modules",
+    "Engine", "make_engine", "choose_fwd_impl", "auto_chunk", "parameter_groups", "block_modules",
 ]
 
 
@@ -144,15 +144,40 @@ def _active_dropouts(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, _DropoutNd) and m.training and m.p > 0]
 
 
-def choose_fwd_impl(model: nn.Module) -> str:
-    """The ``fwd_impl="auto"`` rule: ``"vmap"`` for every model measured so far.
+#: ``fwd_impl="auto"`` batches at most this many tangent elements per ``vmap`` call (32 MB in
+#: float32), and never fewer than :data:`AUTO_CHUNK_MIN` directions; see :func:`auto_chunk`
+AUTO_CHUNK_ELEMENTS = 1 << 23
+AUTO_CHUNK_MIN = 4
 
-    Measured with ``benchmarks/bench_engines.py --threads 1`` on the 2-core development CPU
-    (book/performance.md), weight perturbation, K = 1..16: batching the K tangents with ``vmap`` was
-    never slower than the per-tangent loop, for the FC net (1.0-1.3x faster), ResNet18 (1.1-1.5x)
-    and the ViT (1.3-1.6x; in an interleaved same-process check at K = 4 also 1.4x). The loop stays
-    available (``fwd_impl="loop"``) and holds one tangent at a time; ``chunk_size`` bounds the memory
-    of ``vmap``. The function takes the model so that a model-dependent rule (e.g. for GPUs) can be
+
+def auto_chunk(k: int, direction_elements: int) -> int:
+    """Directions per ``vmap`` call under ``fwd_impl="auto"`` (when no ``chunk_size`` is given).
+
+    ``AUTO_CHUNK_ELEMENTS // direction_elements``, clipped to ``[AUTO_CHUNK_MIN, max(k, 16)]`` (the
+    upper end is the ``fwd_impl="vmap"`` default). Large models get chunks of 4 tangents (FC-1024:
+    1.9 M parameters per weight tangent; ResNet18 11.2 M; the ViT 3.2 M); small tangents (activity
+    perturbation, the shrunk models of the default profile) keep the unchunked batch. Measured rule,
+    see :func:`choose_fwd_impl`.
+    """
+    k = check_positive_int("k", k)
+    direction_elements = check_positive_int("direction_elements", direction_elements)
+    return max(AUTO_CHUNK_MIN, min(max(k, 16), AUTO_CHUNK_ELEMENTS // direction_elements))
+
+
+def choose_fwd_impl(model: nn.Module) -> str:
+    """The ``fwd_impl="auto"`` rule: ``"vmap"``, in chunks of :func:`auto_chunk` directions.
+
+    Measured on the idle 2-core development CPU, one torch thread, K = 16, one configuration per
+    process (book/performance.md). With all K tangents in one ``vmap`` call the paper-size ViT (6×256)
+    is *slower* than the per-tangent loop (weight perturbation 18 s vs 13 s per step: K batched copies of
+    every activation no longer fit in cache), while ``vmap`` over chunks of 4 tangents beats the loop on
+    the large models — weight perturbation FC-1024 0.39 vs 0.46 s, ResNet18 4.4 vs 6.8 s, ViT 10.0 vs
+    13.0 s; activity perturbation ViT 8.3 vs 13.9 s. With small tangents the unchunked batch is best
+    (activity-perturbed FC-1024: 0.07 s unchunked, 0.09 s in chunks of 4, 0.19 s loop; the default
+    profile's small ResNet18 with per-sample BatchNorm JVPs: chunks of 4 were 1.8× slower than 16), hence
+    the size-dependent chunk. ``fwd_impl="vmap"`` batches ``max(k, 16)`` directions per call unless
+    ``chunk_size`` says otherwise; the loop (``fwd_impl="loop"``, the authors' method) holds one tangent
+    at a time. The function takes the model so that a model-dependent rule (e.g. for GPUs) can be
     added when measurements call for one.
     """
     if not isinstance(model, nn.Module):
@@ -290,8 +315,12 @@ class Engine:
         self.last_impl = impl
         return impl
 
-    def _chunk(self, total: int) -> int:
-        return min(total, self.chunk_size or max(self.k, 16))
+    def _chunk(self, total: int, direction_elements: int) -> int:
+        if self.chunk_size:
+            return min(total, self.chunk_size)
+        if self.fwd_impl == "auto":
+            return min(total, auto_chunk(self.k, max(1, direction_elements)))
+        return min(total, max(self.k, 16))
 
     def _jvp_all(self, func: Callable, primal, directions: torch.Tensor | dict, impl: str) -> torch.Tensor:
         """Directional derivatives of ``func`` at ``primal`` along a batch of directions.
@@ -302,10 +331,11 @@ class Engine:
         def one(t):
             return jvp(func, (primal,), (t,))
 
-        first = next(iter(directions.values())) if isinstance(directions, dict) else directions
-        total = first.shape[0]
+        leaves = list(directions.values()) if isinstance(directions, dict) else [directions]
+        total = leaves[0].shape[0]
         if impl == "vmap" and total > 1:  # a single direction needs no batching
-            out, tan = vmap(one, chunk_size=self._chunk(total))(directions)
+            per_direction = sum(t.numel() for t in leaves) // total
+            out, tan = vmap(one, chunk_size=self._chunk(total, per_direction))(directions)
             return out[0], tan
         outs = []
         for i in range(total):
@@ -562,7 +592,8 @@ def make_engine(
     scale : apply the estimator's length correction (off in all of the authors' experiments)
     sampler : ``"normal"`` (the paper's N(0, I)) or ``"rademacher"``
     normalize : unit-length tangents
-    chunk_size : directions per ``vmap`` call (default ``max(k, 16)``)
+    chunk_size : directions per ``vmap`` call (default: :func:`auto_chunk` for ``fwd_impl="auto"``,
+        ``max(k, 16)`` for ``"vmap"``)
     """
     check_choice("mode", mode, MODES)
     check_choice("aggregation", aggregation, AGGREGATIONS)

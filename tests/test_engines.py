@@ -249,10 +249,56 @@ def test_same_seed_same_update_different_seed_different_update():
     assert any(not torch.allclose(ga[n], gc[n]) for n in ga)
 
 
+def test_auto_chunk_rule():
+    from frogcore.engines import AUTO_CHUNK_ELEMENTS, AUTO_CHUNK_MIN, auto_chunk
+
+    assert AUTO_CHUNK_MIN == 4 and AUTO_CHUNK_ELEMENTS == 1 << 23
+    assert auto_chunk(16, 1_863_690) == 4  # FC-1024 weight tangents
+    assert auto_chunk(16, 11_181_642) == 4  # ResNet18: never below 4 directions per call
+    assert auto_chunk(16, 2_058 * 64) == 16  # small tangents: the whole batch
+    assert auto_chunk(64, 10) == 64 and auto_chunk(2, 10) == 16  # at most max(k, 16)
+    assert auto_chunk(16, 1 << 20) == 8
+    with pytest.raises(ValueError, match="direction_elements"):
+        auto_chunk(4, 0)
+
+
+@pytest.mark.parametrize("model_name", ["fc", "vit"])
+def test_auto_chunks_follow_the_rule_and_give_the_same_update(model_name, monkeypatch):
+    import frogcore.engines as E
+
+    chunks = []
+    real = E.vmap
+
+    def spy(fn, *args, chunk_size=None, **kw):
+        chunks.append(chunk_size)
+        return real(fn, *args, chunk_size=chunk_size, **kw)
+
+    monkeypatch.setattr(E, "vmap", spy)
+    model, shape = MODELS[model_name]
+    n = sum(p.numel() for p in model.parameters())
+    x, y = _batch(shape)
+    kw = dict(perturbation="weight", aggregation="projection", k=10)
+    _, g_auto, _ = _step(model, "fwd", x, y, **kw)
+    assert chunks == [min(10, E.auto_chunk(10, n))]
+    monkeypatch.setattr(E, "AUTO_CHUNK_ELEMENTS", 3 * n)  # as if the model were large: chunks of 4
+    chunks.clear()
+    _, g_big, _ = _step(model, "fwd", x, y, **kw)
+    assert chunks == [4]
+    chunks.clear()
+    _, g_vmap, _ = _step(model, "fwd", x, y, fwd_impl="vmap", **kw)
+    assert chunks == [10]  # all k directions in one call
+    chunks.clear()
+    _, g_c3, _ = _step(model, "fwd", x, y, fwd_impl="auto", chunk_size=3, **kw)
+    assert chunks == [3]  # an explicit chunk_size wins
+    _, g_sim, _ = _step(model, "sim", x, y, **kw)
+    for g in (g_big, g_vmap, g_c3, g_sim):
+        _assert_same(g_auto, g)
+
+
 def test_auto_rule_and_parameter_groups():
     assert choose_fwd_impl(MODELS["fc"][0]) == "vmap"
     assert choose_fwd_impl(MODELS["resnet18"][0]) == "vmap"
-    assert choose_fwd_impl(MODELS["vit"][0]) == "vmap"  # measured: vmap also wins for the ViT on CPU
+    assert choose_fwd_impl(MODELS["vit"][0]) == "vmap"  # in chunks of auto_chunk tangents (measured)
     with pytest.raises(ValueError, match="model"):
         choose_fwd_impl("vit")
     fc = MODELS["fc"][0]
