@@ -12,11 +12,13 @@ The sub-grid: sphere, Rosenbrock and Styblinski-Tang at n = 4 and 64, all 8 appr
 ``--steps`` steps (default 200; early stopping as in the paper). The loop and the batch compute the same
 runs; the script checks that their final values agree.
 
-Measured (2-core CPU, float32, 2026-11-22):
+Measured (2-core CPU, float32):
 
-* ``--steps 1000 --only batched-subgrid loop-subgrid`` on the idle machine (load 0.9): batched 5.4 s, loop 90.5 s,
-  16.9× (short of the 20× goal: the one-run loop is itself one vmapped jvp per step, ~0.4 ms, while a batched step
-  of 40 runs costs ~1 ms, dominated by the fixed dispatch cost of torch.func.jvp, autograd and project()).
+* ``--steps 1000 --only batched-subgrid loop-subgrid``: batched 5.0 s, loop 92.4 s, **18.5×** on 2026-12-01 (idle,
+  load 1.2; 16.9× on 2026-11-22 at load 0.9). Short of the 20× goal: the one-run loop is itself one vmapped jvp
+  per step (~0.4 ms), while a batched step of 40 runs costs ~0.8–1.3 ms, dominated by fixed per-call costs
+  (torch.func.jvp ≈ 0.26 ms of dispatch overhead, the backprop runs' autograd call, one project() for all FROG
+  runs) that a faster forward-mode entry point would cut from both variants alike, so it would not raise the ratio.
 * ``paper`` (load 2.0): 276 s wall = 4.6 min, 7.9 CPU-min with 2 workers (the committed paper results were computed
   under load 10–14 and record 2996 s).
 
