@@ -19,8 +19,8 @@ Measured (2-core CPU, float32):
   per step (~0.4 ms), while a batched step of 40 runs costs ~0.8–1.3 ms, dominated by fixed per-call costs
   (torch.func.jvp ≈ 0.26 ms of dispatch overhead, the backprop runs' autograd call, one project() for all FROG
   runs) that a faster forward-mode entry point would cut from both variants alike, so it would not raise the ratio.
-* ``paper`` (load 2.0): 276 s wall = 4.6 min, 7.9 CPU-min with 2 workers (the committed paper results were computed
-  under load 10–14 and record 2996 s).
+* ``paper``: 224 s wall = 3.7 min, 7.4 CPU-min with 2 workers on 2026-12-01 (idle; 276 s on 2026-11-22 at load
+  2.0; the committed paper results were computed under load 10–14 and record 2996 s).
 
 Usage::
 
