@@ -9,8 +9,21 @@ call, and updates all runs with one fused op. Runs may differ in approach, ``k``
 rate and tangent sampler.
 
 Semantics (FROG Section 4.2): at step ``t`` the value ``f(x_t)`` is recorded; a non-finite value
-ends the run as ``"diverged"``; a run whose best value has not improved for ``patience``
-consecutive steps ends as ``"early_stop"``; otherwise it takes the step. After ``max_steps`` steps
+ends the run as ``"diverged"``; otherwise the early-stopping counter is updated with the FROG
+authors' rule and a run whose counter reaches ``patience`` ends as ``"early_stop"``; otherwise it
+takes the step.
+
+Early stopping (the authors' rule, Helmholtz-AI-Energy/frog,
+``function_optimization/gradient_descent.py``, ``GradientDescent.check_stop_criteria``): the counter
+counts *consecutive* steps whose value did not drop below the previous step's value,
+
+    c_0 = 0,   c_t = c_{t-1} + 1  if f(x_t) >= f(x_{t-1}),   c_t = 0  otherwise,
+
+so any decrease, however small, resets it; the run stops when ``c_t >= patience`` (the paper: 50).
+A run that rises above its best value and then descends slowly is therefore *not* stopped. The
+authors stop on a NaN position; here any non-finite value stops the run (a NaN position gives a
+NaN value; an infinite value at a finite position, which their loop would continue from, is also
+treated as divergence). After ``max_steps`` steps
 ``f(x_T)`` is recorded and the run ends as ``"max_steps"``. Ended runs are *frozen*: their ``x``
 stays, their trajectory repeats their last value, and they cost nothing in later steps (the batch
 is re-planned without them).
@@ -295,7 +308,8 @@ def optimize(
     fx = torch.full((R,), math.nan, dtype=dtype, device=device)
     best = torch.full((R,), math.inf, dtype=dtype, device=device)
     best_step = torch.zeros(R, dtype=torch.long, device=device)
-    since = torch.zeros(R, dtype=torch.long, device=device)
+    since = torch.zeros(R, dtype=torch.long, device=device)  # the authors' counter c_t
+    prev = torch.full((R,), math.nan, dtype=dtype, device=device)  # f(x_{t-1}); NaN at t = 0 (never >=)
     active = torch.ones(R, dtype=torch.bool, device=device)
     act_list = [True] * R
     stop_step = [T] * R
@@ -346,7 +360,8 @@ def optimize(
         improved = active & finite & (fx < best)
         best = torch.where(improved, fx, best)
         best_step = torch.where(improved, t, best_step)
-        since = torch.where(improved, 0, since + active)
+        since = torch.where(active & (fx >= prev), since + 1, 0)
+        prev = torch.where(active, fx, prev)
         ended = active & (~finite | (since >= pat))
         if bool(ended.any()):
             for i in ended.nonzero().flatten().tolist():
@@ -407,7 +422,7 @@ def optimize_loop(
     agg = {"fg-mean": "mean", "fg-sum": "sum", "frog": "projection"}.get(run.approach)
     values = torch.full((T + 1,), math.nan, dtype=dtype)
     best, best_step, since, status, stop = math.inf, 0, 0, "max_steps", T
-    fx = math.nan
+    fx = prev = math.nan
     for t in range(T + 1):
         if t == T:
             fx = float(f(x))
@@ -422,9 +437,9 @@ def optimize_loop(
             g = aggregate(d, v, agg)
         values[t] = fx
         if math.isfinite(fx) and fx < best:
-            best, best_step, since = fx, t, 0
-        else:
-            since += 1
+            best, best_step = fx, t
+        since = since + 1 if fx >= prev else 0  # the authors' rule (see the module docstring)
+        prev = fx
         if t == T:
             status = "diverged" if not math.isfinite(fx) else status
             break

@@ -56,6 +56,65 @@ def test_batched_equals_loop_on_nonconvex_functions(fname, n):
         assert_same_run(res, i, optimize_loop(fun.fn, fun.start(n), run, max_steps=80, dtype=F64))
 
 
+def scripted(values):
+    """A 1-D function whose value at step t of a unit-rate run is ``values[t]``.
+
+    Its gradient is 1 everywhere (the value part is detached from autograd and from forward mode), so
+    BP with lr = 1 and FROG with k = n = 1 visit x_t = -t exactly; the value is read off a table.
+    """
+    table = torch.tensor(values, dtype=F64)
+
+    def f(x):
+        t = (-x[..., 0]).round().long().clamp(0, len(values) - 1)
+        lin = x[..., 0]
+        return lin + (table[t] - lin).detach()
+
+    return f
+
+
+RULE_RUNS = [Run("bp", lr=1.0), Run("frog", 1, seed=0, lr=1.0)]
+
+
+def run_scripted(values, patience, max_steps=None):
+    f = scripted(values)
+    steps = max_steps or len(values) - 1
+    res = optimize(f, torch.zeros(1), RULE_RUNS, max_steps=steps, patience=patience, dtype=F64)
+    for i, run in enumerate(RULE_RUNS):  # the one-run reference agrees step for step
+        assert_same_run(res, i, optimize_loop(f, torch.zeros(1), run, max_steps=steps, patience=patience, dtype=F64))
+    return res
+
+
+def test_early_stopping_counter_resets_on_every_decrease():
+    # never three non-decreasing steps in a row, although the best value (10, at t = 0) is never beaten
+    values = [10, 11, 12, 11.9, 12.5, 12.6, 12.4, 13, 13.5, 13.4, 14, 14.2, 14.1, 15, 15.5, 15.4, 16]
+    res = run_scripted(values, patience=3)
+    assert res.status == ["max_steps", "max_steps"]
+    assert res.steps.tolist() == [16, 16]
+
+
+def test_rise_above_best_then_slow_descent_is_not_stopped():
+    values = [1.0, 5.0] + [5.0 - 0.01 * i for i in range(1, 60)]
+    res = run_scripted(values, patience=5)
+    assert res.status == ["max_steps", "max_steps"]
+    assert float(res.best[0]) == 1.0 and int(res.best_step[0]) == 0
+    assert float(res.last[0]) == pytest.approx(values[-1])
+
+
+def test_a_run_that_never_decreases_stops_after_exactly_patience_steps():
+    values = [3.0] * 10 + [3.0 + 0.5 * i for i in range(40)]  # flat, then rising
+    for patience in (1, 4, 7):
+        res = run_scripted(values, patience=patience)
+        assert res.status == ["early_stop", "early_stop"]
+        assert res.steps.tolist() == [patience, patience]
+
+
+def test_nan_value_stops_the_run_at_once():
+    values = [5.0, 4.0, 3.0, math.nan, 1.0, 0.5]
+    res = run_scripted(values, patience=50)
+    assert res.status == ["diverged", "diverged"]
+    assert res.steps.tolist() == [3, 3]
+
+
 def test_run_does_not_depend_on_the_rest_of_the_batch():
     x0 = FUNCTIONS["sphere"].start(5)
     full = optimize(sphere, x0, SPHERE_RUNS, max_steps=60, dtype=F64)
