@@ -42,7 +42,8 @@ def _one(cfg: dict) -> dict:
     import torch
 
     from frogcore.approx import ESTIMATORS, sample_quality
-    from frogcore.experiments.approx_quality import hash_seed, quality_grid
+    from frogcore.experiments.frog_4_1 import quality_grid
+    from frogcore.seeds import derive
 
     n_grid = [2**i for i in range(cfg["max_log_n"] + 1)]
     k_grid = [2**i for i in range(cfg["max_log_k"] + 1)]
@@ -58,7 +59,7 @@ def _one(cfg: dict) -> dict:
         rows = 0
         for n in n_grid:
             for k in k_grid:
-                gen = torch.Generator().manual_seed(hash_seed(0, n, k))
+                gen = torch.Generator().manual_seed(derive(0, "frog_4_1", n, k))
                 for _ in range(samples):
                     sample_quality(n, k, 1, ESTIMATORS, generator=gen)
                 rows += 1

@@ -50,7 +50,7 @@ def _cpu() -> float:
 def run_config(name: str, steps: int, workers: int, dtype: str) -> dict:
     import torch
 
-    from frogcore.experiments.closed_form import PAPER_APPROACHES, PAPER_N, closed_form_grid, make_runs
+    from frogcore.experiments.common.closed_form import PAPER_APPROACHES, PAPER_N, closed_form_grid, make_runs
     from frogcore.functions import PAPER_FUNCTIONS, get_function
     from frogcore.lrs import LRTable
     from frogcore.optimize import optimize, optimize_loop

@@ -8,7 +8,7 @@ from .estimators import AGGREGATIONS, aggregate, directional_derivatives, forwar
 from .linalg import project
 from .tangents import SAMPLERS, sample_tangents
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "PROFILES", "DEVICES", "AGGREGATIONS", "SAMPLERS",

@@ -38,7 +38,6 @@ reference with the same semantics and streams.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -46,13 +45,15 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
+from .approach import FROG_APPROACHES, Approach
 from .config import check_choice, check_dtype, check_positive_int
 from .estimators import aggregate
 from .forward import directional_derivatives, gradient, rows_jvp
 from .linalg import project
+from .seeds import derive
 from .tangents import SAMPLERS, rotate_to_angle, sample_tangents
 
-APPROACHES = ("bp", "fg-mean", "fg-sum", "frog")
+APPROACHES = FROG_APPROACHES
 STATUSES = ("max_steps", "early_stop", "diverged")
 
 # elements of the pre-drawn tangent block (steps × rows × n); only memory, never the numbers
@@ -97,12 +98,8 @@ class Run:
 
     @property
     def label(self) -> str:
-        """Display name: ``BP``, ``FG k=1``, ``FG-mean k=4``, ``FG-sum k=4``, ``FROG k=16``."""
-        if self.approach == "bp":
-            return "BP"
-        if self.approach == "fg-mean":
-            return "FG k=1" if self.k == 1 else f"FG-mean k={self.k}"
-        return f"{'FG-sum' if self.approach == 'fg-sum' else 'FROG'} k={self.k}"
+        """Display name (:attr:`frogcore.approach.Approach.label`): ``BP``, ``FG``, ``FG-mean k=4``, ``FROG k=16``."""
+        return Approach(self.approach, self.k).label
 
     @property
     def stream(self) -> tuple[int, int, str, float | None, bool]:
@@ -117,8 +114,7 @@ def stream_seed(seed: int, draw: int) -> int:
     exactly the raw normal draws of the ``"normal"`` stream with the same seed and ``draw``, so runs
     that differ only in the angle see the same underlying randomness.
     """
-    key = f"frog-tangents|{int(seed)}|{int(draw)}"
-    return int(hashlib.sha256(key.encode()).hexdigest()[:15], 16)
+    return derive(seed, "tangents", int(draw))
 
 
 def stream_generator(run: Run, device: torch.device | str = "cpu") -> torch.Generator:

@@ -29,14 +29,10 @@ BOOK_DIR = REPO_ROOT / "book"
 EXECUTED = "executed"  # folder inside the book tree that receives the executed notebooks
 
 #: Chapters whose ``paper`` profile runs on a laptop CPU in minutes (FROG 4.1: seconds with the exact
-#: reduced sampler; 4.2: about 5 minutes on two cores; 4.3: about 2), mapped to their results section.
-#: A book built at the ``default`` profile shows these chapters at the papers' full scale, from the
-#: committed ``results/<section>/paper/``; every other chapter shows ``default``.
-PAPER_SCALE_CHAPTERS = {
-    "frog_4_1_approximation_quality": "frog_4_1",
-    "frog_4_2_closed_form": "frog_4_2",
-    "frog_4_3_custom_tangents": "frog_4_3",
-}
+#: reduced sampler; 4.2 and 4.3: minutes on two cores). A book built at the ``default`` profile shows these
+#: chapters at the papers' full scale, from the committed ``results/<chapter>/paper/``; every other
+#: chapter shows ``default``. A chapter's notebook, module and results folder share its name.
+PAPER_SCALE_CHAPTERS = ("frog_4_1", "frog_4_2", "frog_4_3")
 
 
 def chapter_profile(notebook: str | os.PathLike, profile: str) -> str:
@@ -51,7 +47,7 @@ def chapter_profile(notebook: str | os.PathLike, profile: str) -> str:
 
 def list_notebooks(directory: str | os.PathLike = NOTEBOOK_DIR) -> list[Path]:
     """Every ``*.ipynb`` in ``directory``, sorted by name."""
-    return sorted(p for p in Path(directory).glob("*.ipynb") if not p.name.startswith("."))
+    return sorted(p for p in Path(directory).glob("*.ipynb") if not p.name.startswith(".") and ".failed" not in p.name)
 
 
 def execute_notebook(
@@ -74,8 +70,17 @@ def execute_notebook(
     src, dst = Path(src), Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     params = {"profile": profile, "device": device, **dict(parameters or {})}
-    pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name="python3", cwd=str(src.parent),
-                        progress_bar=False, log_output=log_output)
+    try:
+        pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name="python3", cwd=str(src.parent),
+                            progress_bar=False, log_output=log_output)
+    except BaseException:
+        # a failed chapter keeps its executed copy for inspection, renamed so that no book build picks it up
+        if dst.exists():
+            os.replace(dst, dst.with_name(dst.stem + ".failed.ipynb"))
+        raise
+    failed = dst.with_name(dst.stem + ".failed.ipynb")
+    if failed.exists():
+        failed.unlink()
     return dst
 
 
@@ -100,6 +105,34 @@ def execute_all(
         done.append(execute_notebook(nb, out_dir / nb.name, profile=prof, device=device))
         print(f"executed {nb.name} [{prof}, {device}] in {time.perf_counter() - t0:.1f} s", flush=True)
     return done
+
+
+class ChapterFailed(RuntimeError):
+    """An executed notebook holds an error: the book must not publish it."""
+
+
+def notebook_failure(path: str | os.PathLike) -> str | None:
+    """Why the executed notebook at ``path`` must not be published, or ``None`` if it ran cleanly.
+
+    A notebook failed if papermill marked it (``metadata.papermill.exception``), if a cell has an error
+    output, or if papermill left cells unexecuted after a failure (``metadata.papermill.status``).
+    """
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    pm = nb.metadata.get("papermill", {})
+    if pm.get("exception"):
+        return "papermill recorded an exception"
+    for i, cell in enumerate(nb.cells):
+        if cell.get("cell_type") != "code":
+            continue
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                return f"cell {i} raised {out.get('ename', 'an error')}: {out.get('evalue', '')}"[:400]
+        status = cell.get("metadata", {}).get("papermill", {}).get("status")
+        if status in ("failed", "pending", "running"):
+            return f"cell {i} has papermill status {status!r}"
+    return None
 
 
 def _jupyter_book() -> list[str]:
@@ -134,6 +167,11 @@ def build_book(
     missing = [nb.name for nb in list_notebooks() if not (target / EXECUTED / nb.name).exists()]
     if missing:
         raise FileNotFoundError(f"not executed yet (run without --skip-execute): {', '.join(missing)}")
+    failed = {nb.name: why for nb in list_notebooks() if (why := notebook_failure(target / EXECUTED / nb.name))}
+    if failed:
+        lines = "; ".join(f"{name}: {why}" for name, why in failed.items())
+        raise ChapterFailed(f"not building the book: executed chapters failed ({lines}); fix them and run "
+                            "`python -m frogcore.pipeline execute NOTEBOOK` again")
     cmd = _jupyter_book() + ["build", str(target), "--builder", "html", "--warningiserror", "--keep-going"]
     proc = subprocess.run(cmd, cwd=target, capture_output=True, text=True)
     if proc.returncode != 0:

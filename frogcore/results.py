@@ -1,17 +1,22 @@
 """Results store: tidy CSV tables plus a metadata JSON per run, written atomically and cached.
 
-Layout::
+Layout (``<device>``: the device *type* the run computed on, ``cpu`` or ``cuda``)::
 
-    results/<section>/<profile>/<name>.csv              (one table)
-    results/<section>/<profile>/<name>__<table>.csv     (several named tables)
-    results/<section>/<profile>/<name>.meta.json        (parameters, seed, versions, hashes, times)
-    results/<section>/<profile>/figures/<figure>.png    (see frogcore.plotting.save_figure)
+    results/<section>/<profile>/<device>/<name>.csv              (one table)
+    results/<section>/<profile>/<device>/<name>__<table>.csv     (several named tables)
+    results/<section>/<profile>/<device>/<name>.meta.json        (parameters, seed, versions, hashes, times)
+    results/<section>/<profile>/<device>/figures/<figure>.png    (see frogcore.plotting.save_figure)
+    results/<section>/<profile>/<device>/variants/<tag>/…         (runs with non-default parameters or seed)
 
 A run is identified by its *key* (section, name, profile, device type, seed and parameters) and by
-the *code hash* of the frogcore modules it depends on (the named modules plus everything they
-import from frogcore, found by reading their import statements). :func:`run_cached` loads stored
+the *code hash* of the frogcore modules its computation imports (:func:`code_hash`: the chapter
+module plus every frogcore module it imports, transitively, read from the import statements and
+hashed from the syntax tree without docstrings and comments). :func:`run_cached` loads stored
 tables when key and code hash match and recomputes otherwise, so the book rebuilds in minutes from
-committed results while a changed parameter or changed library code re-runs.
+committed results while a changed parameter or changed library code re-runs. A GPU run never
+replaces the committed CPU results (another ``<device>`` folder), and a run with other parameters
+than its profile's never replaces the profile's results (its own ``variants/<tag>`` folder, ``tag``
+derived from the key).
 
 Every file is written to a temporary file in the same folder and renamed into place; the metadata,
 which lists the SHA-256 of each table, is written last. An exception during the computation or the
@@ -100,26 +105,41 @@ def csv_bytes(df: pd.DataFrame) -> bytes:
 
 # ----------------------------------------------------------------------------- code hash
 
-def _module_file(module: str) -> Path:
-    if module == "frogcore":
-        return _PKG_DIR / "__init__.py"
-    if not module.startswith("frogcore."):
-        raise ValueError(f"code modules must be frogcore modules; got {module!r}")
+def _module_file(module: str, pkg_dir: Path = _PKG_DIR) -> Path:
+    pkg = pkg_dir.name
+    if module == pkg:
+        return pkg_dir / "__init__.py"
+    if not module.startswith(pkg + "."):
+        raise ValueError(f"code modules must be {pkg} modules; got {module!r}")
     rel = Path(*module.split(".")[1:])
-    for cand in (_PKG_DIR / rel.with_suffix(".py"), _PKG_DIR / rel / "__init__.py"):
+    for cand in (pkg_dir / rel.with_suffix(".py"), pkg_dir / rel / "__init__.py"):
         if cand.exists():
             return cand
-    raise ValueError(f"unknown frogcore module {module!r}")
+    raise ValueError(f"unknown {pkg} module {module!r}")
 
 
-def _imports_of(module: str, file: Path) -> set[str]:
+def _is_module(module: str, pkg_dir: Path) -> bool:
+    try:
+        _module_file(module, pkg_dir)
+        return True
+    except ValueError:
+        return False
+
+
+def _imports_of(module: str, file: Path, pkg_dir: Path = _PKG_DIR) -> set[str]:
+    """The package's modules imported anywhere in ``file`` (top level or inside functions).
+
+    ``from pkg import sub`` counts as importing ``pkg.sub`` only (not the package's ``__init__``);
+    ``from pkg.mod import name`` counts ``pkg.mod``.
+    """
+    pkg = pkg_dir.name
     tree = ast.parse(file.read_text())
     is_pkg = file.name == "__init__.py"
     package = module if is_pkg else module.rsplit(".", 1)[0]
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            found.update(a.name for a in node.names if a.name.split(".")[0] == "frogcore")
+            found.update(a.name for a in node.names if a.name.split(".")[0] == pkg)
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")
@@ -127,38 +147,65 @@ def _imports_of(module: str, file: Path) -> set[str]:
                 target = ".".join(base + ([node.module] if node.module else []))
             else:
                 target = node.module or ""
-            if target.split(".")[0] != "frogcore":
+            if target.split(".")[0] != pkg:
                 continue
-            found.add(target)
-            for a in node.names:  # "from . import tangents" imports a submodule
-                sub = f"{target}.{a.name}"
-                with contextlib.suppress(ValueError):
-                    _module_file(sub)
-                    found.add(sub)
+            subs = [f"{target}.{a.name}" for a in node.names if _is_module(f"{target}.{a.name}", pkg_dir)]
+            found.update(subs)
+            if len(subs) < len(node.names):  # some names are attributes of ``target`` itself
+                found.add(target)
     return found
 
 
-def module_closure(modules: Iterable[str]) -> list[str]:
-    """The given frogcore modules plus every frogcore module they import, transitively."""
+def module_closure(modules: Iterable[str], pkg_dir: Path = _PKG_DIR) -> list[str]:
+    """The given modules plus every module of the package they import, transitively."""
     todo, seen = list(modules), set()
     while todo:
         m = todo.pop()
         if m in seen:
             continue
         seen.add(m)
-        todo.extend(_imports_of(m, _module_file(m)) - seen)
+        todo.extend(_imports_of(m, _module_file(m, pkg_dir), pkg_dir) - seen)
     return sorted(seen)
 
 
-def code_hash(modules: Iterable[str] = ("frogcore",)) -> str:
-    """SHA-256 over the source of ``modules`` and their frogcore imports (plus package data)."""
+def _strip_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                    and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def _data_files(tree: ast.Module) -> list[str]:
+    """Package-data files a module declares with ``__hash_data__ = ("data/x.csv", ...)``."""
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__hash_data__"
+                                                for t in node.targets):
+            return list(ast.literal_eval(node.value))
+    return []
+
+
+def code_fingerprint(module: str, pkg_dir: Path = _PKG_DIR) -> str:
+    """SHA-256 of one module's code: its syntax tree without docstrings (comments never reach the tree),
+    plus the bytes of the package-data files it declares in ``__hash_data__``."""
+    tree = ast.parse(_module_file(module, pkg_dir).read_text())
+    h = hashlib.sha256(ast.dump(_strip_docstrings(tree), include_attributes=False).encode())
+    for rel in _data_files(tree):
+        h.update(b"\0" + rel.encode() + b"\0" + (pkg_dir / rel).read_bytes())
+    return h.hexdigest()
+
+
+def code_hash(modules: Iterable[str] = ("frogcore",), pkg_dir: Path = _PKG_DIR) -> str:
+    """SHA-256 over the code of ``modules`` and every package module they import (see :func:`code_fingerprint`).
+
+    A docstring or comment edit does not change it; a change to the code of any imported module
+    does; a module outside the import closure does not take part.
+    """
     h = hashlib.sha256()
-    files = [_module_file(m) for m in module_closure(modules)]
-    data = _PKG_DIR / "data"
-    if data.is_dir():  # package data (e.g. the authors' learning-rate tables)
-        files += sorted(p for p in data.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
-    for f in files:
-        h.update(f.relative_to(_PKG_DIR).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    for m in module_closure(modules, pkg_dir):
+        h.update(m.encode() + b"\0" + code_fingerprint(m, pkg_dir).encode() + b"\0")
     return h.hexdigest()
 
 
@@ -211,9 +258,28 @@ class StoredResult:
         return self.tables[name]
 
 
-def run_dir(section: str, profile: str, root: str | os.PathLike | None = None) -> Path:
+DEVICE_TYPES = ("cpu", "cuda")
+
+
+def _device_type(device: str | torch.device) -> str:
+    dt = device.type if isinstance(device, torch.device) else str(device)
+    if dt not in DEVICE_TYPES:
+        raise ValueError(f"device={dt!r} is not valid for a stored result; allowed values: 'cpu', 'cuda' "
+                         "(resolve 'auto' with frogcore.config.resolve_device first)")
+    return dt
+
+
+def run_dir(section: str, profile: str, device: str | torch.device = "cpu", variant: str | None = None,
+            root: str | os.PathLike | None = None) -> Path:
+    """``results/<section>/<profile>/<device>`` (plus ``variants/<variant>`` for a non-default run)."""
     check_profile(profile)
-    return results_root(root) / section / profile
+    folder = results_root(root) / section / profile / _device_type(device)
+    return folder if variant is None else folder / "variants" / variant
+
+
+def variant_tag(key: Mapping[str, Any]) -> str:
+    """A short stable tag of a run key (the folder name of a non-default run)."""
+    return hashlib.sha256(json.dumps(_jsonable(key), sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _table_paths(folder: Path, name: str, table_names: Iterable[str]) -> dict[str, Path]:
@@ -223,9 +289,8 @@ def _table_paths(folder: Path, name: str, table_names: Iterable[str]) -> dict[st
     return {t: folder / f"{name}__{t}.csv" for t in names}
 
 
-def load(section: str, name: str, profile: str, root: str | os.PathLike | None = None) -> StoredResult | None:
-    """Load a stored run if its metadata and every table (with matching hashes) exist."""
-    folder = run_dir(section, profile, root)
+def load_folder(folder: Path, name: str) -> StoredResult | None:
+    """Load a stored run from ``folder`` if its metadata and every table (with matching hashes) exist."""
     meta_path = folder / f"{name}.meta.json"
     if not meta_path.exists():
         return None
@@ -243,6 +308,17 @@ def load(section: str, name: str, profile: str, root: str | os.PathLike | None =
     return StoredResult(tables, meta, paths, cached=True, figures_dir=folder / "figures")
 
 
+def load(section: str, name: str, profile: str, device: str | torch.device = "cpu", variant: str | None = None,
+         root: str | os.PathLike | None = None) -> StoredResult | None:
+    """Load a stored run (see :func:`load_folder`)."""
+    return load_folder(run_dir(section, profile, device, variant, root), name)
+
+
+def recompute_forced() -> bool:
+    """``$FROG_RECOMPUTE`` is set to something other than ``""`` or ``"0"``."""
+    return os.environ.get("FROG_RECOMPUTE", "") not in ("", "0")
+
+
 def run_cached(
     section: str,
     name: str,
@@ -255,25 +331,28 @@ def run_cached(
     code: Iterable[str] = ("frogcore",),
     root: str | os.PathLike | None = None,
     force: bool | None = None,
+    variant: bool = False,
 ) -> StoredResult:
     """Return stored tables for this run, computing and storing them if needed.
 
     ``compute()`` returns one DataFrame or a dict ``{table_name: DataFrame}``. ``code`` names the
     frogcore modules the computation depends on (their frogcore imports are added automatically).
-    ``force`` (default: ``$FROG_RECOMPUTE`` is set) recomputes even on a cache hit.
+    ``force`` (default: ``$FROG_RECOMPUTE`` is set) recomputes even on a cache hit. ``variant=True``
+    stores the run in its own ``variants/<tag>`` folder (a run whose parameters differ from its profile's).
     """
-    folder = run_dir(section, profile, root)
-    device_type = device.type if isinstance(device, torch.device) else str(device)
+    device_type = _device_type(device)
     key = _jsonable({"section": section, "name": name, "profile": profile, "device": device_type,
                      "seed": seed, "params": dict(params)})
+    folder = run_dir(section, profile, device_type, variant_tag(key) if variant else None, root)
     code = list(code)
     chash = code_hash(code)
     if force is None:
-        force = os.environ.get("FROG_RECOMPUTE", "") not in ("", "0")
+        force = recompute_forced()
     if not force:
-        stored = load(section, name, profile, root)
+        stored = load_folder(folder, name)
         if stored is not None and stored.meta.get("key") == key and stored.meta.get("code_hash") == chash:
             return stored
+    check_writable(folder)
 
     started = _dt.datetime.now(_dt.timezone.utc)
     t0 = time.perf_counter()
@@ -291,6 +370,7 @@ def run_cached(
         "code_modules": module_closure(code),
         "section": section, "name": name, "profile": profile, "device": device_type, "seed": seed,
         "params": key["params"],
+        "variant": folder.name if variant else None,
         "tables": {t: {"file": paths[t].name, "rows": len(tables[t]),
                        "sha256": hashlib.sha256(b).hexdigest()} for t, b in blobs.items()},
         "frogcore_version": _version(),
@@ -310,6 +390,18 @@ def run_cached(
                         cached=False, figures_dir=folder / "figures")
 
 
+def check_writable(folder: Path) -> None:
+    """Fail before computing if results cannot be written into ``folder`` (it is created if missing)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise PermissionError(f"cannot write results into {folder}: {exc.strerror or exc}; set FROG_RESULTS_DIR "
+                              "to a writable folder") from None
+
+
 def _version() -> str:
-    from . import __version__
+    from ._version import __version__
     return __version__

@@ -1,7 +1,8 @@
 import pandas as pd
 import pytest
 
-from frogcore.experiments.closed_form import PAPER_APPROACHES, PAPER_N, parse_approach
+from frogcore.approach import Approach
+from frogcore.experiments.common.closed_form import PAPER_APPROACHES, PAPER_N
 from frogcore.functions import PAPER_FUNCTIONS
 from frogcore.lrs import LRTable, load_table, lookup_lr
 
@@ -21,7 +22,8 @@ def test_every_configuration_of_the_paper_grid_has_a_rate():
     for f in PAPER_FUNCTIONS:
         for n in PAPER_N:
             for spec in PAPER_APPROACHES:
-                name, k = parse_approach(spec)
+                a = Approach.parse(spec)
+                name, k = a.name, a.k
                 lr = t.lookup(f, n, name, k)
                 assert lr > 0
                 seen.add((f, n, spec))

@@ -208,7 +208,7 @@ def test_bad_input_names_the_parameter():
 
 
 def test_experiment_driver_smoke_tables(results_dir):
-    from frogcore.experiments import closed_form as cf
+    from frogcore.experiments import frog_4_2 as cf
 
     res = cf.run("smoke", device="cpu", functions=["sphere", "rosenbrock"], n_grid=[2, 8],
                  approaches=["bp", "fg-mean:1", "frog:2", "frog:16"], num_seeds=2,
@@ -216,7 +216,7 @@ def test_experiment_driver_smoke_tables(results_dir):
                  lr_overrides=[{"approach": "bp", "lr": 1e-3}, {"approach": "frog", "k": 16, "lr": 1e-3}])
     runs = res["runs"]
     assert len(runs) == 2 * 2 * 4 * 2
-    assert set(runs.label) == {"BP", "FG k=1", "FROG k=2", "FROG k=16"}
+    assert set(runs.label) == {"BP", "FG", "FROG k=2", "FROG k=16"}
     over = runs[runs.label.isin(["BP", "FROG k=16"])]
     assert (over.lr == 1e-3).all() and (over.lr_source == "override").all()
     assert (runs[runs.label == "FROG k=2"].lr_source.str.endswith("math.csv")).all()
@@ -228,5 +228,5 @@ def test_experiment_driver_smoke_tables(results_dir):
     assert {"median", "min", "max", "step"} <= set(res["curves"].columns)
     with pytest.raises(ValueError, match="approach='sgd'"):
         cf.run("smoke", device="cpu", approaches=["sgd:2"])
-    with pytest.raises(ValueError, match="parameter='n_gird'.*allowed values"):
+    with pytest.raises(ValueError, match="unknown parameter 'n_gird'; allowed parameters: .*n_grid"):
         cf.run("smoke", device="cpu", n_gird=[2])

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from frogcore import results
-from frogcore.experiments import approx_quality
+from frogcore.experiments import frog_4_1
 from frogcore.results import code_hash, load, module_closure, run_cached
 
 
@@ -26,7 +26,7 @@ def test_round_trip_and_metadata(tmp_path):
     res = run_cached("sec", "run", compute, params={"grid": (1, 2)}, profile="smoke", device="cpu", seed=3,
                      code=["frogcore.estimators"], root=tmp_path)
     assert compute.calls == 1 and not res.cached
-    folder = tmp_path / "sec" / "smoke"
+    folder = tmp_path / "sec" / "smoke" / "cpu"
     assert sorted(p.name for p in folder.iterdir()) == ["run.meta.json", "run__a.csv", "run__b.csv"]
     meta = json.loads((folder / "run.meta.json").read_text())
     for key in ("params", "seed", "profile", "device", "frogcore_version", "code_hash", "torch_version",
@@ -60,7 +60,7 @@ def test_tampered_table_is_recomputed(tmp_path):
     compute = Counter(table)
     kw = dict(params={}, profile="smoke", device="cpu", root=tmp_path)
     run_cached("sec", "run", compute, **kw)
-    (tmp_path / "sec" / "smoke" / "run.csv").write_text("n,value\n1,2\n")
+    (tmp_path / "sec" / "smoke" / "cpu" / "run.csv").write_text("n,value\n1,2\n")
     assert load("sec", "run", "smoke", root=tmp_path) is None
     run_cached("sec", "run", compute, **kw)
     assert compute.calls == 2
@@ -72,7 +72,8 @@ def test_no_partial_files_after_an_exception(tmp_path, monkeypatch):
 
     with pytest.raises(RuntimeError):
         run_cached("sec", "run", boom, params={}, profile="smoke", root=tmp_path)
-    assert not (tmp_path / "sec" / "smoke").exists() or not any((tmp_path / "sec" / "smoke").iterdir())
+    folder = tmp_path / "sec" / "smoke" / "cpu"
+    assert not folder.exists() or not any(folder.iterdir())
 
     # a failure while writing the second table leaves neither a temp file nor new metadata
     calls = {"n": 0}
@@ -87,7 +88,7 @@ def test_no_partial_files_after_an_exception(tmp_path, monkeypatch):
     monkeypatch.setattr(results, "atomic_write_bytes", flaky)
     with pytest.raises(OSError):
         run_cached("sec", "run", lambda: {"a": table(), "b": table()}, params={}, profile="smoke", root=tmp_path)
-    names = [p.name for p in (tmp_path / "sec" / "smoke").iterdir()]
+    names = [p.name for p in (tmp_path / "sec" / "smoke" / "cpu").iterdir()]
     assert "run.meta.json" not in names and not any(n.endswith(".tmp") for n in names)
     assert load("sec", "run", "smoke", root=tmp_path) is None
 
@@ -101,23 +102,140 @@ def test_atomic_path_removes_the_temp_file_on_error(tmp_path):
 
 
 def test_same_seed_and_parameters_give_identical_csvs(tmp_path):
-    kw = dict(n_grid=[1, 8, 32], k_grid=[1, 4, 64], num_samples=30, force=True)
-    approx_quality.run("smoke", "cpu", 5, **kw)
-    first = (results.results_root() / "frog_4_1" / "smoke" / "quality__summary.csv").read_bytes()
-    approx_quality.run("smoke", "cpu", 5, **kw)
-    second = (results.results_root() / "frog_4_1" / "smoke" / "quality__summary.csv").read_bytes()
-    approx_quality.run("smoke", "cpu", 6, **kw)
-    other_seed = (results.results_root() / "frog_4_1" / "smoke" / "quality__summary.csv").read_bytes()
+    kw = dict(n_grid=[1, 8, 32], k_grid=[1, 4, 64], num_samples=30, force=True, root=tmp_path)
+    first = frog_4_1.run("smoke", "cpu", 5, **kw).paths["summary"].read_bytes()
+    second = frog_4_1.run("smoke", "cpu", 5, **kw).paths["summary"].read_bytes()
+    other_seed = frog_4_1.run("smoke", "cpu", 6, **kw).paths["summary"].read_bytes()
     assert first == second
     assert first != other_seed
 
 
 def test_code_hash_follows_frogcore_imports():
-    closure = module_closure(["frogcore.experiments.approx_quality"])
+    closure = module_closure(["frogcore.experiments.frog_4_1"])
     assert {"frogcore.approx", "frogcore.estimators", "frogcore.linalg", "frogcore.tangents",
-            "frogcore.results", "frogcore.config"} <= set(closure)
-    assert "frogcore.pipeline" not in closure
+            "frogcore.results", "frogcore.config", "frogcore.reduced", "frogcore.theory",
+            "frogcore.experiments.runner"} <= set(closure)
+    # neither the package face nor unrelated chapters or the pipeline are part of it
+    assert not {"frogcore", "frogcore.pipeline", "frogcore.experiments.frog_4_2", "frogcore.engines"} & set(closure)
     assert code_hash(["frogcore.estimators"]) != code_hash(["frogcore.tangents"])
+
+
+def _fake_package(root):
+    pkg = root / "fakepkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text('"""Package."""\n')
+    (pkg / "chapter.py").write_text('"""A chapter."""\nfrom .lib import f\n\n\ndef compute():\n    return f()\n')
+    (pkg / "lib.py").write_text('"""Library."""\n\n\ndef f():\n    """Docstring."""\n    return 1  # one\n')
+    (pkg / "other.py").write_text('def g():\n    return 2\n')
+    return pkg
+
+
+def test_code_hash_ignores_docstrings_and_comments_but_not_code(tmp_path):
+    pkg = _fake_package(tmp_path)
+    h0 = code_hash(["fakepkg.chapter"], pkg_dir=pkg)
+    assert module_closure(["fakepkg.chapter"], pkg_dir=pkg) == ["fakepkg.chapter", "fakepkg.lib"]
+    lib = pkg / "lib.py"
+    lib.write_text('"""Library, with a typo fixed."""\n\n\ndef f():\n    """Another docstring."""\n'
+                   '    # a new comment\n    return 1  # uno\n')
+    assert code_hash(["fakepkg.chapter"], pkg_dir=pkg) == h0  # docstrings and comments do not count
+    (pkg / "other.py").write_text("def g():\n    return 3\n")
+    assert code_hash(["fakepkg.chapter"], pkg_dir=pkg) == h0  # a module the chapter does not import
+    lib.write_text('def f():\n    return 2\n')
+    assert code_hash(["fakepkg.chapter"], pkg_dir=pkg) != h0  # a real change in an imported module
+
+
+def test_code_hash_covers_declared_package_data(tmp_path):
+    pkg = _fake_package(tmp_path)
+    (pkg / "data").mkdir()
+    (pkg / "data" / "t.csv").write_text("a\n1\n")
+    (pkg / "lib.py").write_text('__hash_data__ = ("data/t.csv",)\n\n\ndef f():\n    return 1\n')
+    h0 = code_hash(["fakepkg.chapter"], pkg_dir=pkg)
+    (pkg / "data" / "t.csv").write_text("a\n2\n")
+    assert code_hash(["fakepkg.chapter"], pkg_dir=pkg) != h0
+
+
+def test_a_gpu_run_never_touches_the_cpu_results(tmp_path, monkeypatch):
+    import torch
+
+    from frogcore.experiments import runner
+
+    kw = dict(root=tmp_path)  # the smoke profile's own parameters
+    cpu = frog_4_1.run("smoke", "cpu", **kw)
+    before = {p: p.read_bytes() for p in (tmp_path / "frog_4_1" / "smoke" / "cpu").rglob("*") if p.is_file()}
+    assert cpu.paths["summary"].parent == tmp_path / "frog_4_1" / "smoke" / "cpu"
+    # a machine with CUDA: "auto" resolves to cuda; the computation itself runs on the CPU tensors here
+    monkeypatch.setattr(runner, "resolve_device", lambda device: torch.device("cuda"))
+    real = frog_4_1.CHAPTER.experiments["quality"].compute
+    monkeypatch.setitem(frog_4_1.CHAPTER.experiments, "quality",
+                        runner.Experiment(frog_4_1.PROFILES, lambda p, d, s: real(p, torch.device("cpu"), s),
+                                          frog_4_1.check))
+    gpu = frog_4_1.run("smoke", "auto", **kw)
+    assert not gpu.cached and gpu.meta["device"] == "cuda"
+    assert gpu.paths["summary"].parent == tmp_path / "frog_4_1" / "smoke" / "cuda"
+    after = {p: p.read_bytes() for p in (tmp_path / "frog_4_1" / "smoke" / "cpu").rglob("*") if p.is_file()}
+    assert after == before
+
+
+def test_runs_with_other_parameters_or_seed_land_in_their_own_folder(tmp_path):
+    base = tmp_path / "frog_4_1" / "smoke" / "cpu"
+    kw = dict(n_grid=[1, 4, 16, 64], k_grid=[1, 4, 16], num_samples=20, root=tmp_path)  # = the smoke profile
+    default = frog_4_1.run("smoke", "cpu", **kw)
+    assert default.paths["summary"].parent == base and default.meta["variant"] is None
+    snapshot = {p: p.read_bytes() for p in base.glob("*.*")}
+    other = frog_4_1.run("smoke", "cpu", **{**kw, "num_samples": 7})
+    seeded = frog_4_1.run("smoke", "cpu", seed=1, **kw)
+    for res in (other, seeded):
+        assert res.paths["summary"].parent.parent == base / "variants"
+    assert other.paths["summary"].parent != seeded.paths["summary"].parent
+    assert {p: p.read_bytes() for p in base.glob("*.*")} == snapshot
+    assert frog_4_1.run("smoke", "cpu", **kw).cached  # the profile's results are still there
+
+
+def test_runner_rejects_unknown_parameters_and_bad_seeds(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown parameter 'num_sample'; allowed parameters: .*num_samples"):
+        frog_4_1.run("smoke", "cpu", num_sample=5, root=tmp_path)
+    with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+        frog_4_1.run("smoke", "cpu", seed=-1, root=tmp_path)
+    with pytest.raises(ValueError, match="threads must be an integer >= 1"):
+        frog_4_1.run("smoke", "cpu", threads=0, root=tmp_path)
+
+
+def test_forced_rerun_wipes_the_runs_checkpoints(tmp_path, monkeypatch):
+    from frogcore.experiments import runner
+
+    monkeypatch.setenv("FROG_CHECKPOINT_DIR", str(tmp_path / "ckpt"))
+    seen = []
+
+    def compute(p, device, seed):
+        folder = runner.context().checkpoint_dir
+        seen.append(sorted(x.name for x in folder.glob("*")) if folder.exists() else [])
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "run.pt").write_text("finished")
+        return table()
+
+    chapter = runner.Chapter("sec", {"x": runner.Experiment({"smoke": {"a": 1}, "default": {"a": 1},
+                                                              "paper": {"a": 1}}, compute)},
+                             module="frogcore.experiments.runner")
+    chapter.run("x", "smoke", "cpu", root=tmp_path)
+    chapter.run("x", "smoke", "cpu", root=tmp_path, force=True)
+    monkeypatch.setenv("FROG_RECOMPUTE", "1")
+    chapter.run("x", "smoke", "cpu", root=tmp_path)
+    assert seen == [[], [], []]  # every forced run started without the earlier checkpoint
+
+
+def test_unwritable_results_folder_fails_before_computing(tmp_path):
+    import os
+
+    if os.geteuid() == 0:  # root ignores permissions: use a file where a folder is needed
+        (tmp_path / "ro").write_text("not a folder")
+        root = tmp_path / "ro"
+    else:
+        root = tmp_path / "ro"
+        root.mkdir(mode=0o500)
+    compute = Counter(table)
+    with pytest.raises(PermissionError, match="cannot write results into"):
+        run_cached("sec", "run", compute, params={}, profile="smoke", root=root)
+    assert compute.calls == 0
 
 
 def test_bad_profile_is_rejected(tmp_path):

@@ -1,4 +1,4 @@
-"""Section 4.1 driver: approximation quality of forward-gradient estimators over an (n, k) grid.
+"""FROG Section 4.1 (chapter ``frog_4_1``): approximation quality of forward-gradient estimators over an (n, k) grid.
 
 Methods (``method=``):
 
@@ -23,11 +23,11 @@ import torch
 
 from .. import reduced
 from ..approx import ESTIMATORS, METRICS, sample_quality
-from ..config import check_choice, check_choices, check_dtype, check_positive_int, check_positive_ints, pick_profile, resolve_device
-from ..results import StoredResult, run_cached
+from ..config import check_choice, check_choices, check_dtype, check_positive_int, check_positive_ints
+from ..seeds import derive
 from ..theory import exact_table
+from .runner import Chapter, Experiment
 
-SECTION = "frog_4_1"
 METHODS = ("brute", "reduced", "auto")
 # "auto" uses brute force for cells with n * k <= AUTO_BRUTE_MAX (a (samples, k, n) tangent tensor of at
 # most 4M floats at 1000 samples), the reduced sampler elsewhere
@@ -37,10 +37,11 @@ _PAPER_GRID = dict(n_grid=[2**i for i in range(15)], k_grid=[2**i for i in range
 # default = the paper's grid: with the reduced sampler it costs seconds, so the book shows the full grid.
 # It runs "auto" (tangents built explicitly wherever that is cheap) while "paper" runs the reduced
 # sampler everywhere: two independent computations of the same experiment.
+_COMMON = dict(estimators=list(ESTIMATORS), dtype="float32")
 PROFILES = {
-    "smoke": dict(n_grid=[1, 4, 16, 64], k_grid=[1, 4, 16], num_samples=20, method="auto"),
-    "default": dict(_PAPER_GRID, method="auto"),
-    "paper": dict(_PAPER_GRID, method="reduced"),
+    "smoke": dict(n_grid=[1, 4, 16, 64], k_grid=[1, 4, 16], num_samples=20, method="auto", **_COMMON),
+    "default": dict(_PAPER_GRID, method="auto", **_COMMON),
+    "paper": dict(_PAPER_GRID, method="reduced", **_COMMON),
 }
 
 
@@ -97,7 +98,7 @@ def quality_grid(
     red_ns = sorted({n for (n, k) in cells if cell_method(method, n, k) == "reduced"})
     if red_ns:
         red_ks = sorted({k for (n, k) in cells if n in red_ns})
-        gens = [torch.Generator().manual_seed(hash_seed(seed, n, 0)) for n in red_ns]
+        gens = [torch.Generator().manual_seed(derive(seed, "frog_4_1", n, 0)) for n in red_ns]
         paths = reduced.sample_quality_paths(red_ns, red_ks, num_samples, sorted(set(estimators)),
                                              generators=gens, dtype=dtype)
     for (n, k), todo in cells.items():
@@ -105,7 +106,7 @@ def quality_grid(
         if how == "reduced":
             results[(n, k)] = paths[(n, k)]
         else:
-            gen = torch.Generator(device=device).manual_seed(hash_seed(seed, n, k))
+            gen = torch.Generator(device=device).manual_seed(derive(seed, "frog_4_1", n, k))
             results[(n, k)] = sample_quality(n, k, num_samples, todo, generator=gen, dtype=dtype, device=device)
         used[(n, k)] = how
     rows = []
@@ -134,50 +135,30 @@ def compare_exact(summary: pd.DataFrame) -> pd.DataFrame:
               "mean_sq", "sem_sq", "exact_mean_sq", "z_sq", "abs_err", "closed_form"]]
 
 
-def hash_seed(seed: int, n: int, k: int) -> int:
-    """A deterministic per-cell seed (independent of Python's randomised ``hash``)."""
-    return (seed * 1_000_003 + n * 10_007 + k) % (2**63 - 1)
-
-
-def run(
-    profile: str = "default",
-    device: str = "auto",
-    seed: int = 0,
-    *,
-    n_grid: Sequence[int] | None = None,
-    k_grid: Sequence[int] | None = None,
-    num_samples: int | None = None,
-    estimators: Sequence[str] | None = None,
-    method: str | None = None,
-    dtype: str = "float32",
-    force: bool | None = None,
-) -> StoredResult:
-    """Run (or load) the 4.1 grid. ``None`` parameters take the profile's value.
-
-    Stores two tables: ``summary`` (empirical statistics per cell, estimator and metric) and
-    ``exact`` (the same joined with the exact expectations, see :func:`compare_exact`).
-    """
-    prof = pick_profile(profile, PROFILES)
-    dev = resolve_device(device)
-    method = check_choice("method", prof["method"] if method is None else method, METHODS)
-    dt = check_dtype(dtype)
-    seed = check_positive_int("seed", seed, minimum=0)
-    params = {
-        "n_grid": check_positive_ints("n_grid", prof["n_grid"] if n_grid is None else n_grid),
-        "k_grid": check_positive_ints("k_grid", prof["k_grid"] if k_grid is None else k_grid),
-        "num_samples": check_positive_int("num_samples", prof["num_samples"] if num_samples is None else num_samples),
-        "estimators": check_choices("estimators", list(ESTIMATORS) if estimators is None else estimators, ESTIMATORS),
-        "method": method,
-        "dtype": dtype,
+def check(p: dict) -> dict:
+    """Validate the parameters of the ``quality`` experiment."""
+    return {
+        "n_grid": check_positive_ints("n_grid", p["n_grid"]),
+        "k_grid": check_positive_ints("k_grid", p["k_grid"]),
+        "num_samples": check_positive_int("num_samples", p["num_samples"]),
+        "estimators": check_choices("estimators", p["estimators"], ESTIMATORS),
+        "method": check_choice("method", p["method"], METHODS),
+        "dtype": str(check_dtype(p["dtype"])).replace("torch.", ""),
     }
 
-    def compute():
-        summary = quality_grid(params["n_grid"], params["k_grid"], params["num_samples"], params["estimators"],
-                               method=method, seed=seed, dtype=dt, device=dev)
-        return {"summary": summary, "exact": compare_exact(summary)}
 
-    return run_cached(
-        SECTION, "quality", compute,
-        params=params, profile=profile, device=dev, seed=seed,
-        code=["frogcore.experiments.approx_quality"], force=force,
-    )
+def compute(p: dict, device: torch.device, seed: int) -> dict[str, pd.DataFrame]:
+    """Tables ``summary`` (empirical statistics per cell, estimator and metric) and ``exact`` (joined
+    with the exact expectations, see :func:`compare_exact`)."""
+    summary = quality_grid(p["n_grid"], p["k_grid"], p["num_samples"], p["estimators"], method=p["method"],
+                           seed=seed, dtype=check_dtype(p["dtype"]), device=device)
+    return {"summary": summary, "exact": compare_exact(summary)}
+
+
+CHAPTER = Chapter("frog_4_1", {"quality": Experiment(PROFILES, compute, check)})
+
+
+def run(profile: str = "default", device: str = "auto", seed: int = 0, **overrides):
+    """Run (or load) the 4.1 grid; ``overrides``: ``n_grid``, ``k_grid``, ``num_samples``, ``estimators``,
+    ``method``, ``dtype`` (see :data:`PROFILES`)."""
+    return CHAPTER.run("quality", profile, device, seed, **overrides)

@@ -1,0 +1,1 @@
+"""Code shared by several chapters (closed-form batching, network training, FoMoH optimisation loops)."""
