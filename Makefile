@@ -7,12 +7,14 @@ DEVICE ?= auto
 EXTRAS_BOOK ?= book
 EXTRAS_TEST ?= dev
 PYTEST_ARGS ?=
+PARAMS ?=
 
 .PHONY: book test env clean-book
 
 book:
 	@venv=$$(scripts/env.sh $(EXTRAS_BOOK)) && \
-	  "$$venv/bin/python" -m frogcore.pipeline book --profile $(PROFILE) --device $(DEVICE)
+	  "$$venv/bin/python" -m frogcore.pipeline book --profile $(PROFILE) --device $(DEVICE) \
+	    $(foreach p,$(PARAMS),--param $(p))
 
 test:
 	@venv=$$(scripts/env.sh $(EXTRAS_TEST)) && \

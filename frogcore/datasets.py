@@ -168,7 +168,9 @@ def _find_mnist_file(raw: Path, stem: str) -> Path | None:
 def _missing_message(name: str, folder: Path, files: list[str]) -> str:
     listed = "\n".join(f"    {folder / f}" for f in files)
     return (f"{name} files not found. Put the standard files here (torchvision's layout; MNIST files may "
-            f"be .gz):\n{listed}\nor pass download=True (needs torchvision: pip install -e '.[vision]'), "
+            f"be .gz):\n{listed}\nor let the companion download them (needs torchvision: pip install -e '.[vision]'): "
+            f"download=True in Python, `-p download True` for papermill, `--param download=true` for "
+            f"`python -m frogcore.pipeline`, `make book PARAMS=download=true`; "
             f"or point root= / $FROG_DATA_DIR to a folder that has them.")
 
 

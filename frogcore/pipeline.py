@@ -68,6 +68,11 @@ def execute_notebook(
     check_profile(profile)
     check_choice("device", device, DEVICES)
     src, dst = Path(src), Path(dst)
+    declared = pm.inspect_notebook(str(src))
+    unknown = sorted(set(parameters or {}) - set(declared))
+    if unknown:
+        raise ValueError(f"{src.name} has no parameter {', '.join(map(repr, unknown))}; its parameters: "
+                         f"{', '.join(sorted(declared))}")
     dst.parent.mkdir(parents=True, exist_ok=True)
     params = {"profile": profile, "device": device, **dict(parameters or {})}
     try:
@@ -91,6 +96,7 @@ def execute_all(
     out_dir: str | os.PathLike = BOOK_DIR / EXECUTED,
     notebooks: Iterable[str | os.PathLike] | None = None,
     book_profiles: bool = True,
+    parameters: Mapping[str, Any] | None = None,
 ) -> list[Path]:
     """Execute every notebook (or the given ones) into ``out_dir``; return the executed paths.
 
@@ -102,7 +108,11 @@ def execute_all(
     for nb in (list_notebooks() if notebooks is None else [Path(p) for p in notebooks]):
         prof = chapter_profile(nb, profile) if book_profiles else check_profile(profile)
         t0 = time.perf_counter()
-        done.append(execute_notebook(nb, out_dir / nb.name, profile=prof, device=device))
+        import papermill as pm
+
+        declared = pm.inspect_notebook(str(nb))
+        extra = {k: v for k, v in (parameters or {}).items() if k in declared}  # e.g. download: where it applies
+        done.append(execute_notebook(nb, out_dir / nb.name, profile=prof, device=device, parameters=extra))
         print(f"executed {nb.name} [{prof}, {device}] in {time.perf_counter() - t0:.1f} s", flush=True)
     return done
 
@@ -149,6 +159,7 @@ def build_book(
     copy_sources: bool = True,
     notebooks: Iterable[str | os.PathLike] | None = None,
     book_profiles: bool = True,
+    parameters: Mapping[str, Any] | None = None,
 ) -> Path:
     """Execute the notebooks (unless ``execute=False``) and build the HTML book; return its folder.
 
@@ -163,7 +174,8 @@ def build_book(
             shutil.rmtree(target)
         shutil.copytree(BOOK_DIR, target, ignore=shutil.ignore_patterns("_build", EXECUTED))
     if execute:
-        execute_all(profile, device, out_dir=target / EXECUTED, notebooks=notebooks, book_profiles=book_profiles)
+        execute_all(profile, device, out_dir=target / EXECUTED, notebooks=notebooks, book_profiles=book_profiles,
+                    parameters=parameters)
     missing = [nb.name for nb in list_notebooks() if not (target / EXECUTED / nb.name).exists()]
     if missing:
         raise FileNotFoundError(f"not executed yet (run without --skip-execute): {', '.join(missing)}")
@@ -198,12 +210,32 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--profile", default="default", choices=PROFILES)
     e.add_argument("--device", default="auto", choices=DEVICES)
     e.add_argument("--uniform", action="store_true", help="as for 'book'")
+    for p in (b, e):
+        p.add_argument("--param", "-p", action="append", default=[], metavar="NAME=VALUE",
+                       help="a notebook parameter (YAML value, e.g. download=true), passed to every notebook that "
+                            "declares it; repeatable")
     args = parser.parse_args(argv)
+    params = parse_params(args.param)
     if args.command == "book":
-        build_book(args.profile, args.device, execute=not args.skip_execute, book_profiles=not args.uniform)
+        build_book(args.profile, args.device, execute=not args.skip_execute, book_profiles=not args.uniform,
+                   parameters=params)
     else:
-        execute_all(args.profile, args.device, notebooks=args.notebooks or None, book_profiles=not args.uniform)
+        execute_all(args.profile, args.device, notebooks=args.notebooks or None, book_profiles=not args.uniform,
+                    parameters=params)
     return 0
+
+
+def parse_params(items: Iterable[str]) -> dict[str, Any]:
+    """``["download=true", "seed=1"]`` → ``{"download": True, "seed": 1}`` (values read as YAML)."""
+    import yaml
+
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip().isidentifier():
+            raise SystemExit(f"--param must look like NAME=VALUE (e.g. download=true); got {item!r}")
+        out[name.strip()] = yaml.safe_load(value)
+    return out
 
 
 if __name__ == "__main__":

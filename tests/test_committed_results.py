@@ -7,12 +7,20 @@ import pytest
 
 from frogcore.results import REPO_ROOT, code_hash
 
-METAS = sorted(p for p in (REPO_ROOT / "results").glob("*/*/*.meta.json") if p.parent.name != "smoke")
+METAS = sorted(p for p in (REPO_ROOT / "results").glob("*/*/*/*.meta.json") if p.parent.parent.name != "smoke")
 
 
 def test_results_folder_layout():
+    """results/<chapter>/<profile>/<device>/, one chapter module per folder, nothing left at the old levels."""
+    import importlib
+
+    assert METAS
     for meta in METAS:
-        assert meta.parent.name in ("default", "paper"), meta
+        chapter, profile, device = meta.relative_to(REPO_ROOT / "results").parts[:3]
+        assert profile in ("default", "paper") and device in ("cpu", "cuda"), meta
+        assert importlib.import_module(f"frogcore.experiments.{chapter}").CHAPTER.section == chapter
+    stray = [p for p in (REPO_ROOT / "results").glob("*/*/*.meta.json")]
+    assert not stray, f"results outside the <device> level: {stray}"
 
 
 @pytest.mark.parametrize("meta_path", METAS, ids=[str(p.relative_to(REPO_ROOT / "results")) for p in METAS])

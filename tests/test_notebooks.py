@@ -10,7 +10,34 @@ NOTEBOOKS = [p.name for p in list_notebooks()]
 
 
 def test_there_are_notebooks():
-    assert "frog_4_1_approximation_quality.ipynb" in NOTEBOOKS
+    assert "frog_4_1.ipynb" in NOTEBOOKS
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_module_and_results_share_one_name(name):
+    """notebooks/X.ipynb calls exactly one chapter module, frogcore.experiments.X, and computes nothing itself."""
+    import ast
+    import importlib
+
+    stem = name.removesuffix(".ipynb")
+    module = importlib.import_module(f"frogcore.experiments.{stem}")
+    assert module.CHAPTER.section == stem  # results/X/
+    nb = json.loads((NOTEBOOK_DIR / name).read_text())
+    code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    tree = ast.parse(code)
+    chapters = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "frogcore.experiments":
+            chapters.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("frogcore.experiments."):
+            chapters.add(node.module.split(".")[2])
+        elif isinstance(node, ast.Import):
+            chapters.update(a.name.split(".")[2] for a in node.names if a.name.startswith("frogcore.experiments."))
+    assert chapters == {stem}, f"{name} must call exactly frogcore.experiments.{stem}; it uses {sorted(chapters)}"
+    forbidden = {"run_cached", "compute"}
+    defined = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+    names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    assert not (forbidden & (defined | names)), f"{name} computes results itself ({forbidden & (defined | names)})"
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
@@ -51,5 +78,5 @@ def test_bad_notebook_parameters_fail_with_a_clear_message(override, match, tmp_
 
     # the override reaches the notebook's parameters cell; the notebook itself must reject it
     with pytest.raises(pm.PapermillExecutionError, match=match):
-        execute_notebook(NOTEBOOK_DIR / "frog_4_1_approximation_quality.ipynb", tmp_path / "out.ipynb",
+        execute_notebook(NOTEBOOK_DIR / "frog_4_1.ipynb", tmp_path / "out.ipynb",
                          profile="smoke", device="cpu", parameters=override)

@@ -241,3 +241,15 @@ def test_unwritable_results_folder_fails_before_computing(tmp_path):
 def test_bad_profile_is_rejected(tmp_path):
     with pytest.raises(ValueError, match=r"profile='huge'.*allowed values: 'smoke', 'default', 'paper'"):
         run_cached("sec", "run", table, params={}, profile="huge", root=tmp_path)
+
+
+def test_running_inside_another_checkout_is_refused(tmp_path, monkeypatch):
+    other = tmp_path / "other-checkout"
+    for d in ("frogcore", "notebooks"):
+        (other / d).mkdir(parents=True)
+    (other / "pyproject.toml").write_text("[project]\nname='frogcore'\n")
+    monkeypatch.chdir(other / "notebooks")
+    with pytest.raises(RuntimeError, match="this session runs in the checkout .*other-checkout but imports frogcore"):
+        frog_4_1.run("smoke", "cpu", root=tmp_path)
+    monkeypatch.chdir(results.REPO_ROOT / "notebooks")  # the checkout frogcore comes from: fine
+    assert frog_4_1.run("smoke", "cpu", root=tmp_path).tables

@@ -151,6 +151,21 @@ def checkpoint_root() -> Path:
     return Path(env) if env else REPO_ROOT / "checkpoints"
 
 
+def check_checkout(cwd: str | Path | None = None) -> None:
+    """Refuse to run when the working folder lies inside ANOTHER checkout of this project than the one
+    frogcore was imported from (e.g. a notebook opened from ``other/notebooks/`` with a virtual
+    environment whose editable install points here): its code and its ``results/`` would not match."""
+    cwd = Path.cwd() if cwd is None else Path(cwd)
+    for folder in (cwd, *cwd.parents):
+        if (folder / "pyproject.toml").is_file() and (folder / "frogcore").is_dir() and (folder / "notebooks").is_dir():
+            if folder.resolve() != REPO_ROOT.resolve():
+                raise RuntimeError(
+                    f"this session runs in the checkout {folder} but imports frogcore from {REPO_ROOT}: results and "
+                    f"code would come from different checkouts. Install this checkout into the environment "
+                    f"(`pip install -e {folder}`, or run `make lab` / `scripts/env.sh` there) and restart the kernel.")
+            return
+
+
 def run(chapter: Chapter, name: str, profile: str = "default", device: str | torch.device = "auto", seed: int = 0,
         *, root: str | None = None, force: bool | None = None, **overrides: Any) -> StoredResult:
     """Run (or load) experiment ``name`` of ``chapter`` at ``profile`` on ``device`` with ``seed``.
@@ -159,6 +174,7 @@ def run(chapter: Chapter, name: str, profile: str = "default", device: str | tor
     ``force`` (default: ``$FROG_RECOMPUTE``) recomputes even when stored results match, including
     any training checkpoints of the run.
     """
+    check_checkout()
     exp = chapter.experiment(name)
     dev = resolve_device(device)
     seed = check_positive_int("seed", seed, minimum=0)
