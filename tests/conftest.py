@@ -1,5 +1,5 @@
-"""Shared fixtures. Tests never write into the repository's results/: FROG_RESULTS_DIR points to a
-temporary folder for the whole session."""
+"""Shared fixtures. Tests never write into the repository's results/ or checkpoints/: FROG_RESULTS_DIR
+and FROG_CHECKPOINT_DIR point to temporary folders for the whole session."""
 from __future__ import annotations
 
 import os
@@ -10,6 +10,7 @@ import pytest
 
 _RESULTS = tempfile.mkdtemp(prefix="frog-test-results-")
 os.environ["FROG_RESULTS_DIR"] = _RESULTS
+os.environ["FROG_CHECKPOINT_DIR"] = tempfile.mkdtemp(prefix="frog-test-checkpoints-")
 os.environ.pop("FROG_RECOMPUTE", None)
 
 

@@ -1,4 +1,5 @@
-"""Trainer: metrics, determinism, early stopping, divergence, checkpoint/resume; the 4.4/4.5 driver."""
+"""Trainer: metrics, determinism, early stopping, divergence, checkpoint/resume (the chapters 4.4 and 4.5 are
+tested in test_frog_4_4.py and test_frog_4_5.py)."""
 import math
 
 import pandas as pd
@@ -7,7 +8,6 @@ import torch
 
 from frogcore.datasets import Splits
 from frogcore.engines import make_engine
-from frogcore.experiments import networks as N
 from frogcore.models import build_model
 from frogcore.training import batches, fit, history_long, load_checkpoint
 
@@ -167,51 +167,6 @@ def test_history_long_is_tidy():
     assert len(long) == res.history.shape[0] * (res.history.shape[1] - 1)
 
 
-# ----------------------------------------------------------------------------- driver
-
-def test_learning_rate_tables_and_the_digits_rule():
-    assert N.table_lr("fc_w=256", "mnist", "frog", 2) == pytest.approx(0.21136862388228783)
-    assert N.table_lr("fc_w=4096", "mnist", "bp", 1) == pytest.approx(0.038668365591582154)
-    assert N.table_lr("vit", "cifar10", "fg-mean", 16) == pytest.approx(0.00019345260600167632)
-    assert N.learning_rate("fc_w=1024", "digits", "fg-mean", 4, lr_scale=4) == pytest.approx(
-        4 * N.table_lr("fc_w=1024", "mnist", "fg-mean", 4))
-    with pytest.raises(ValueError, match="no learning rate"):
-        N.table_lr("fc_w=256", "mnist", "frog", 8)
-
-
-def test_engine_options_of_the_approaches():
-    assert N.engine_options("bp", 1)["mode"] == "bp"
-    assert N.engine_options("fg-mean", 1)["aggregation"] == "single"
-    assert N.engine_options("fg-mean", 4)["aggregation"] == "mean"
-    assert N.engine_options("frog", 4) == dict(mode="sim", aggregation="projection", k=4, perturbation="activity")
-
-
-def test_run_fc_tables_and_cache(results_dir):
-    kw = dict(widths=[256], epochs=1, approaches=[["bp", 1], ["frog", 2]])
-    res = N.run_fc("smoke", "cpu", **kw)
-    summary, hist = res["summary"], res["history"]
-    assert list(summary.label) == ["BP", "FROG k=2"] and set(summary.status) == {"completed"}
-    assert summary.lr.iloc[1] == pytest.approx(4 * 0.21136862388228783)
-    assert {"dataset", "model", "approach", "k", "seed", "epoch", "metric", "value"} <= set(hist.columns)
-    assert set(hist.epoch) == {0, 1}
-    assert N.run_fc("smoke", "cpu", **kw).cached
-
-
-def test_driver_validation():
-    with pytest.raises(ValueError, match="width"):
-        N.run_fc("smoke", "cpu", widths=[512])
-    with pytest.raises(ValueError, match="approaches"):
-        N.run_fc("smoke", "cpu", approaches=[["sgd", 1]])
-    with pytest.raises(ValueError, match="profile"):
-        N.run_sota("huge", "cpu")
-    with pytest.raises(ValueError, match="models"):
-        N.run_sota("smoke", "cpu", models=["vgg"])
-    with pytest.raises(ValueError, match="lr_scale"):
-        N.run_fc("smoke", "cpu", lr_scale=-1.0)
-    with pytest.raises(ValueError, match="mode"):
-        N.run_fc("smoke", "cpu", mode="bp")
-
-
 def test_sgd_step_equals_torch_optim_sgd():
     from frogcore.training import sgd_step
 
@@ -223,31 +178,3 @@ def test_sgd_step_equals_torch_optim_sgd():
     torch.optim.SGD(b.parameters(), lr=0.3).step()
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
 
-
-def test_download_flag_reaches_the_data_loader_and_is_not_a_parameter(monkeypatch):
-    from frogcore import datasets
-    from frogcore.experiments import fomoh
-
-    calls = []
-    real = datasets.load_splits
-
-    def spy(name, **kw):
-        calls.append((name, kw.get("download")))
-        return real(name, seed=kw.get("seed", 0))
-
-    monkeypatch.setattr(N, "load_splits", spy)
-    monkeypatch.setattr(datasets, "load_splits", spy)  # fomoh.run_networks imports it at call time
-    kw = dict(widths=[256], epochs=1, approaches=[["bp", 1]], checkpoints=False)
-    a = N.run_fc("smoke", "cpu", force=True, download=True, **kw)
-    b = N.run_fc("smoke", "cpu", **kw)  # download=False: the same stored result
-    assert calls == [("digits", True)] and b.cached and a.meta["params"] == b.meta["params"]
-    monkeypatch.setenv("FROG_RECOMPUTE", "1")
-    N.run_timing("fc", "smoke", "cpu", download=True)
-    N.run_sota("smoke", "cpu", models=["vit"], approaches=[["bp", 1]], epochs=1, download=True)
-    fomoh.run_networks("smoke", "cpu", models=["logreg"], methods=["bp"], download=True)
-    assert calls[1:] == [("digits", True)] * 3
-    for bad in ("yes", 1, None):
-        with pytest.raises(ValueError, match="download must be True or False"):
-            N.run_fc("smoke", "cpu", download=bad, **kw)
-        with pytest.raises(ValueError, match="download must be True or False"):
-            fomoh.run_networks("smoke", "cpu", download=bad)

@@ -18,6 +18,16 @@ results store. Runs whose parameters or seed differ from the profile's land in t
 ``variants/<tag>`` folder and never replace the profile's results. Options that do not change the
 numbers (``runtime``: e.g. ``workers``, ``download``) are not part of the key; a computation reads
 them, and its checkpoint folder, from :func:`context`.
+
+**Cells** (for :mod:`frogcore.sweep`): an experiment whose grid splits into independent pieces declares
+``cells(params) -> [cell, ...]``, each cell a dict of parameter overrides that selects one piece (e.g.
+``{"functions": ["sphere"], "n_grid": [16]}``); keys that are not parameters are *selectors* the
+computation reads from ``context().cell`` (e.g. ``{"seeds": [1]}``). :func:`compute_cell` computes one
+cell with the experiment's own ``compute`` on the cell's parameters (validated by ``check``), the run's
+seed, device and threads; :func:`store_merged` merges the cells' tables (``merge``, default
+:func:`concat_cells`: every table concatenated in cell order) and stores them through the results store
+under the run's key, exactly where and as :func:`run` would, so the merged run loads as an ordinary
+cache hit. :func:`plan` resolves a run (parameters, key, folders) without computing anything.
 """
 from __future__ import annotations
 
@@ -29,13 +39,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 
 from ..config import check_choice, check_positive_int, check_profile, resolve_device
-from ..results import REPO_ROOT, StoredResult, _jsonable, recompute_forced, run_cached, variant_tag
+from ..results import REPO_ROOT, StoredResult, _jsonable, recompute_forced, run_cached, run_dir, variant_tag
 
-__all__ = ["Chapter", "Experiment", "RunContext", "run", "context", "torch_threads", "checkpoint_root"]
-
+__all__ = ["Chapter", "Experiment", "RunContext", "RunPlan", "run", "plan", "context", "torch_threads",
+           "checkpoint_root", "cells", "compute_cell", "concat_cells", "store_merged"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +58,10 @@ class Experiment:
     ``check(params)`` validates (ValueError naming the parameter) and returns the normalised parameters.
     ``runtime``: options that do not change the numbers, with their defaults (type-checked by them).
     ``threads``: torch intra-op threads per profile (missing or ``None``: torch's setting).
+    ``cells(params)``: the independent cells of the grid of ``params`` (see the module docstring), in the
+    order in which ``merge`` assembles them; ``None``: the experiment runs only as a whole.
+    ``merge(list_of_cell_tables)``: the run's tables from every cell's ``{table: DataFrame}`` (cell order);
+    ``None``: :func:`concat_cells`. A merged table must equal the serial run's table byte for byte.
     """
 
     profiles: Mapping[str, Mapping[str, Any]]
@@ -54,10 +69,15 @@ class Experiment:
     check: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     runtime: Mapping[str, Any] = field(default_factory=dict)
     threads: Mapping[str, int | None] = field(default_factory=dict)
+    cells: Callable[[dict[str, Any]], list[dict[str, Any]]] | None = None
+    merge: Callable[[list[dict[str, pd.DataFrame]]], Any] | None = None
 
     def resolve(self, profile: str, overrides: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """``(params, runtime)`` of ``profile`` with ``overrides`` applied and validated."""
         check_profile(profile)
+        if profile not in self.profiles:
+            raise ValueError(f"profile={profile!r} is not available for this experiment; allowed values: "
+                             f"{', '.join(repr(p) for p in self.profiles)}")
         params = dict(self.profiles[profile])
         runtime = {"threads": None, **self.runtime}
         allowed = sorted(set(params) | set(runtime))
@@ -115,6 +135,7 @@ class RunContext:
     runtime: Mapping[str, Any]
     checkpoint_dir: Path
     force: bool
+    cell: Mapping[str, Any] | None = None  # the cell being computed (None: the whole run)
 
 
 _CONTEXT: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar("frog_run_context", default=None)
@@ -166,6 +187,64 @@ def check_checkout(cwd: str | Path | None = None) -> None:
             return
 
 
+@dataclass(frozen=True)
+class RunPlan:
+    """A resolved run: what :func:`run` would compute and where it would store it (see :func:`plan`)."""
+
+    chapter: Chapter
+    name: str
+    experiment: Experiment
+    profile: str
+    device: torch.device
+    seed: int
+    params: dict[str, Any]
+    runtime: dict[str, Any]
+    threads: int | None
+    variant: bool
+    force: bool
+    root: str | None
+    key: dict[str, Any]
+    checkpoint_dir: Path
+
+    @property
+    def folder(self) -> Path:
+        """The folder of the run's stored tables (``results/<section>/<profile>/<device>[/variants/<tag>]``)."""
+        return run_dir(self.chapter.section, self.profile, self.device.type,
+                       variant_tag(self.key) if self.variant else None, self.root)
+
+    def context(self, cell: Mapping[str, Any] | None = None) -> RunContext:
+        return RunContext(self.chapter.section, self.name, dict(self.runtime), self.checkpoint_dir, self.force,
+                          None if cell is None else dict(cell))
+
+
+def plan(chapter: Chapter, name: str, profile: str = "default", device: str | torch.device = "auto", seed: int = 0,
+         *, root: str | None = None, force: bool | None = None, check_device: bool = True,
+         **overrides: Any) -> RunPlan:
+    """Resolve a run as :func:`run` does (override rule, validation, seed, threads, device, key, variant,
+    checkpoint folder) without computing or loading anything.
+
+    ``check_device=False`` accepts ``device="cuda"`` on a machine without CUDA (planning a sweep on a
+    cluster's login node whose cells run on GPU nodes).
+    """
+    check_checkout()
+    exp = chapter.experiment(name)
+    dev = torch.device("cuda") if not check_device and device in ("cuda", torch.device("cuda")) \
+        else resolve_device(device)
+    seed = check_positive_int("seed", seed, minimum=0)
+    params, runtime = exp.resolve(profile, overrides)
+    default_params, _ = exp.resolve(profile, {})
+    variant = seed != 0 or _jsonable(params) != _jsonable(default_params)
+    threads = runtime.pop("threads", None)
+    threads = exp.threads.get(profile) if threads is None else threads
+    force = recompute_forced() if force is None else bool(force)
+    key = _jsonable({"section": chapter.section, "name": name, "profile": profile, "device": dev.type,
+                     "seed": seed, "params": params})
+    tag = variant_tag(key) if variant else "default"
+    ckpt = checkpoint_root() / chapter.section / profile / dev.type / tag / name
+    return RunPlan(chapter, name, exp, profile, dev, seed, params, runtime, threads, variant, force,
+                   None if root is None else str(root), key, ckpt)
+
+
 def run(chapter: Chapter, name: str, profile: str = "default", device: str | torch.device = "auto", seed: int = 0,
         *, root: str | None = None, force: bool | None = None, **overrides: Any) -> StoredResult:
     """Run (or load) experiment ``name`` of ``chapter`` at ``profile`` on ``device`` with ``seed``.
@@ -174,30 +253,93 @@ def run(chapter: Chapter, name: str, profile: str = "default", device: str | tor
     ``force`` (default: ``$FROG_RECOMPUTE``) recomputes even when stored results match, including
     any training checkpoints of the run.
     """
-    check_checkout()
-    exp = chapter.experiment(name)
-    dev = resolve_device(device)
-    seed = check_positive_int("seed", seed, minimum=0)
-    params, runtime = exp.resolve(profile, overrides)
-    default_params, _ = exp.resolve(profile, {})
-    variant = seed != 0 or _jsonable(params) != _jsonable(default_params)
-    threads = runtime.pop("threads", None)
-    threads = exp.threads.get(profile) if threads is None else threads
-    force = recompute_forced() if force is None else bool(force)
-    key = {"section": chapter.section, "name": name, "profile": profile, "device": dev.type, "seed": seed,
-           "params": params}
-    ckpt = checkpoint_root() / chapter.section / profile / dev.type / (variant_tag(key) if variant else "default") / name
-    ctx = RunContext(chapter.section, name, dict(runtime), ckpt, force)
+    p = plan(chapter, name, profile, device, seed, root=root, force=force, **overrides)
 
     def compute():
-        if force and ckpt.exists():
-            shutil.rmtree(ckpt)  # a forced re-run must not replay finished training from checkpoints
-        token = _CONTEXT.set(ctx)
+        if p.force and p.checkpoint_dir.exists():
+            shutil.rmtree(p.checkpoint_dir)  # a forced re-run must not replay finished training from checkpoints
+        token = _CONTEXT.set(p.context())
         try:
-            with torch_threads(threads):
-                return exp.compute(params, dev, seed)
+            with torch_threads(p.threads):
+                return p.experiment.compute(p.params, p.device, p.seed)
         finally:
             _CONTEXT.reset(token)
 
-    return run_cached(chapter.section, name, compute, params=params, profile=profile, device=dev, seed=seed,
-                      code=[chapter.module], root=root, force=force, variant=variant)
+    return _store(p, compute)
+
+
+def _store(p: RunPlan, compute: Callable[[], Any]) -> StoredResult:
+    return run_cached(p.chapter.section, p.name, compute, params=p.params, profile=p.profile, device=p.device,
+                      seed=p.seed, code=[p.chapter.module], root=p.root, force=p.force, variant=p.variant)
+
+
+# ----------------------------------------------------------------------------- cells
+
+def cells(p: RunPlan) -> list[dict[str, Any]]:
+    """The cells of a planned run (``experiment.cells(params)``), checked: dicts of JSON values, no duplicates,
+    parameter keys only among the experiment's parameters or selectors (other keys), no runtime options."""
+    if p.experiment.cells is None:
+        raise ValueError(f"experiment {p.chapter.section}.{p.name} declares no cells; it runs only as a whole")
+    out, seen = [], set()
+    for i, cell in enumerate(p.experiment.cells(p.params)):
+        if not isinstance(cell, Mapping) or not cell:
+            raise ValueError(f"cells()[{i}] must be a non-empty dict of parameter overrides; got {cell!r}")
+        bad = sorted(set(cell) & (set(p.runtime) | {"threads"}))
+        if bad:
+            raise ValueError(f"cells()[{i}] sets runtime options {bad}; a cell may set parameters and selectors only")
+        cell = _jsonable(dict(cell))
+        ident = repr(cell)
+        if ident in seen:
+            raise ValueError(f"cells()[{i}] repeats the cell {cell!r}")
+        seen.add(ident)
+        out.append(cell)
+    if not out:
+        raise ValueError(f"experiment {p.chapter.section}.{p.name} has no cells for these parameters")
+    return out
+
+
+def cell_params(p: RunPlan, cell: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters of one cell: the run's parameters with the cell's parameter keys replaced, validated."""
+    params = {**p.params, **{k: v for k, v in cell.items() if k in p.params}}
+    return p.experiment.check(params) if p.experiment.check is not None else params
+
+
+def compute_cell(p: RunPlan, cell: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
+    """Compute one cell with the experiment's ``compute`` (the run's device, seed, threads and runtime options;
+    ``context().cell`` is the cell); returns ``{table: DataFrame}`` (``""`` for a single-table experiment)."""
+    params = cell_params(p, cell)
+    token = _CONTEXT.set(p.context(cell))
+    try:
+        with torch_threads(p.threads):
+            out = p.experiment.compute(params, p.device, p.seed)
+    finally:
+        _CONTEXT.reset(token)
+    return _as_tables(out)
+
+
+def _as_tables(out: Any) -> dict[str, pd.DataFrame]:
+    tables = {"": out} if isinstance(out, pd.DataFrame) else dict(out)
+    if not tables or not all(isinstance(t, pd.DataFrame) for t in tables.values()):
+        raise TypeError("compute() must return a DataFrame or a non-empty dict of DataFrames")
+    return tables
+
+
+def concat_cells(cell_tables: list[Mapping[str, pd.DataFrame]]) -> dict[str, pd.DataFrame]:
+    """The default ``merge``: every table of the cells concatenated in cell order (index renumbered)."""
+    if not cell_tables:
+        raise ValueError("cannot merge zero cells")
+    names = list(cell_tables[0])
+    for i, t in enumerate(cell_tables):
+        if list(t) != names:
+            raise ValueError(f"cell {i} has the tables {list(t)}; cell 0 has {names}")
+    return {n: pd.concat([t[n] for t in cell_tables], ignore_index=True) for n in names}
+
+
+def store_merged(p: RunPlan, cell_tables: list[Mapping[str, pd.DataFrame]]) -> StoredResult:
+    """Merge the cells' tables (``experiment.merge`` or :func:`concat_cells`) and store them as the run's
+    result, through the results store under the run's key (a stored result that matches is returned as it is)."""
+    merge = p.experiment.merge or concat_cells
+    tables = _as_tables(merge(list(cell_tables)))
+    if list(tables) == [""]:
+        return _store(p, lambda: tables[""])
+    return _store(p, lambda: tables)
