@@ -11,11 +11,11 @@ Estimator names used by the approximation-quality experiments (``ESTIMATORS``):
 does not depend on tangent lengths).
 
 The projection's two metrics coincide: ``P g · g = ‖P g‖²`` for an orthogonal projector, so
-``cos(P g, g) = ‖P g‖/‖g‖``. :func:`projection_norm` computes ``‖P g‖`` from ``d = V g`` without
-forming ``P g``: ``‖L⁻¹d‖`` with ``L`` the Cholesky factor of the Gram matrix, or ``‖R⁻ᵀd‖`` with ``R``
-the triangular factor of ``Vᵀ`` (no ``Q``), the same solver choice and fallbacks as
-:func:`frogcore.linalg.project`. On the large cells of the grid this is about 3× cheaper than building
-the estimate.
+``cos(P g, g) = ‖P g‖/‖g‖``. :func:`projection_norm` (:func:`frogcore.linalg.projection_norm`, re-exported
+here) computes ``‖P g‖`` from ``d = V g`` without forming ``P g``: ``‖L⁻¹e‖`` with ``L`` the Cholesky factor
+of the Gram matrix of the unit tangents, or ``‖R⁻ᵀe‖`` with ``R`` the triangular factor of their transpose
+(no ``Q``), with the solver dispatch and fallbacks of :func:`frogcore.linalg.project` (one implementation).
+On the large cells of the grid this is about 3× cheaper than building the estimate.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import torch
 
 from .config import check_choices, check_positive_int
 from .estimators import aggregate
-from .linalg import _GRAM_COND_LIMIT, _project_svd
+from .linalg import projection_norm
 from .tangents import sample_tangents
 
 ESTIMATORS = ("single", "single-normalized", "mean", "mean-normalized", "sum", "sum-normalized", "projection")
@@ -39,55 +39,6 @@ def split_estimator(name: str) -> tuple[str, bool]:
     """``"mean-normalized"`` → ``("mean", True)``."""
     base, _, suffix = name.partition("-")
     return base, suffix == "normalized"
-
-
-def _norm_cholesky(d: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(‖L⁻¹d‖, ok) with ``L L^T = V V^T``; ok as in :func:`frogcore.linalg.project`'s Cholesky path."""
-    chol, info = torch.linalg.cholesky_ex(v @ v.transpose(-1, -2))
-    diag = torch.diagonal(chol, dim1=-2, dim2=-1).abs()
-    ratio = (diag.amax(-1) / diag.amin(-1).clamp_min(torch.finfo(v.dtype).tiny)) ** 2
-    ok = (info == 0) & torch.isfinite(ratio) & (ratio < _GRAM_COND_LIMIT.get(v.dtype, 1e3))
-    chol = torch.where(ok[..., None, None], chol, torch.eye(v.shape[-2], dtype=v.dtype, device=v.device))
-    y = torch.linalg.solve_triangular(chol, d.unsqueeze(-1), upper=False)
-    return y.squeeze(-1).norm(dim=-1), ok
-
-
-def _norm_qr(d: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(‖R⁻ᵀd‖, ok) with ``V^T = Q R`` (only ``R`` is formed); ok as in the QR path of ``project``."""
-    r = torch.linalg.qr(v.transpose(-1, -2), mode="r")[1]
-    rdiag = torch.diagonal(r, dim1=-2, dim2=-1).abs()
-    tol = rdiag.amax(-1, keepdim=True) * v.shape[-1] * torch.finfo(v.dtype).eps * 10
-    ok = (rdiag > tol).all(-1)
-    r = torch.where(ok[..., None, None], r, torch.eye(v.shape[-2], dtype=v.dtype, device=v.device))
-    y = torch.linalg.solve_triangular(r.transpose(-1, -2), d.unsqueeze(-1), upper=False)  # Q^T g
-    return y.squeeze(-1).norm(dim=-1), ok
-
-
-def projection_norm(d: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """``‖P g‖`` for the vector ``g`` with directional derivatives ``d = V g`` (shapes ``(..., k)``,
-    ``(..., k, n)``), equal to ``aggregate(d, v, "projection").norm(dim=-1)`` (tested) but without
-    forming the projection. ``k > n``: the first ``n`` tangents, as in :func:`frogcore.linalg.project`."""
-    if d.shape != v.shape[:-1]:
-        raise ValueError(f"d must have shape v.shape[:-1]={tuple(v.shape[:-1])}; got {tuple(d.shape)}")
-    k, n = v.shape[-2:]
-    check_positive_int("k", k)
-    if k > n:
-        v, d = v[..., :n, :], d[..., :n]
-        k = n
-    batch = v.shape[:-2]
-    vf, df = v.reshape(-1, k, n), d.reshape(-1, k)
-    if 2 * k > n:
-        out, ok = _norm_qr(df, vf)
-    else:
-        out, ok = _norm_cholesky(df, vf)
-        if not bool(ok.all()):
-            bad = (~ok).nonzero().squeeze(-1)
-            out_qr, ok_qr = _norm_qr(df[bad], vf[bad])
-            out, ok = out.index_copy(0, bad, out_qr), ok.index_copy(0, bad, ok_qr)
-    if not bool(ok.all()):
-        bad = (~ok).nonzero().squeeze(-1)
-        out = out.index_copy(0, bad, _project_svd(df[bad], vf[bad]).norm(dim=-1))
-    return out.reshape(batch)
 
 
 def sample_quality(

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from frogcore.approx import ESTIMATORS, sample_quality
-from frogcore.experiments import approx_quality
+from frogcore.experiments import frog_4_1 as approx_quality
 
 
 def test_quality_metrics_match_simple_facts():
@@ -125,7 +125,28 @@ def test_projection_norm_with_collinear_tangents_and_bad_input():
     q, _ = torch.linalg.qr(base.T)  # the span of the distinct tangents
     expected = (q.T @ g).norm()
     assert torch.allclose(projection_norm(v @ g, v), expected, rtol=1e-6)
-    with pytest.raises(ValueError, match="k must be an integer >= 1"):
+    with pytest.raises(ValueError, match=r"k >= 1 tangents.*k=0"):
         projection_norm(torch.zeros(0), torch.zeros(0, 5))
     with pytest.raises(ValueError, match="d must have shape"):
         projection_norm(torch.zeros(3), torch.zeros(2, 5))
+
+
+def test_projection_norm_is_the_one_in_linalg():
+    import frogcore.approx as approx
+    import frogcore.linalg as linalg
+
+    assert approx.projection_norm is linalg.projection_norm
+
+
+def test_sample_quality_projection_with_widely_varying_tangent_lengths():
+    """The 4.1 path (projection_norm) does not drop short tangents either (issue 15, defect 1)."""
+    from frogcore.approx import projection_norm
+
+    gen = torch.Generator().manual_seed(0)
+    v = torch.randn(3, 16, 1024, generator=gen, dtype=torch.float64) * torch.logspace(-2, 2, 16,
+                                                                                     dtype=torch.float64)[:, None]
+    g = torch.ones(1024, dtype=torch.float64)
+    q, _ = torch.linalg.qr(v.transpose(-1, -2))
+    exact = (q.transpose(-1, -2) @ g).norm(dim=-1)
+    got = projection_norm((v @ g).float(), v.float()).double()
+    assert torch.allclose(got, exact, rtol=2e-5)

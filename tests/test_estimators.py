@@ -6,7 +6,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from frogcore.estimators import (
-    aggregate, directional_derivatives, expected_chi, flatten, forward_gradient, scale_factor, unflatten,
+    AGGREGATIONS,
+    LINEAR_AGGREGATIONS,
+    aggregate,
+    directional_derivatives,
+    expected_chi,
+    flatten,
+    forward_gradient,
+    scale_factor,
+    unflatten,
 )
 from frogcore.linalg import project, project_naive
 from frogcore.tangents import sample_tangents
@@ -120,7 +128,8 @@ def test_single_tangent_forward_gradient_is_unbiased():
 
 
 @pytest.mark.parametrize("aggregation, normalized", [
-    ("mean", False), ("mean", True), ("sum", False), ("sum", True), ("single", False),
+    ("mean", False), ("mean", True), ("sum", False), ("sum", True), ("single", False), ("mean_times_dim", False),
+    ("mean_times_dim", True),
 ])
 @pytest.mark.parametrize("n, k", [(16, 4), (100, 10)])
 def test_scaling_correction_gives_mean_square_length_of_the_gradient(aggregation, normalized, n, k):
@@ -149,7 +158,20 @@ def test_scale_factor_values():
     assert scale_factor("projection", 10, 10) == 1.0
     assert math.isclose(scale_factor("projection", 10, 2), expected_chi(10) / expected_chi(2))
     assert math.isclose(scale_factor("mean", 10, 2), 1 / math.sqrt(13 / 2))
+    assert math.isclose(scale_factor("mean_times_dim", 10, 2), scale_factor("mean", 10, 2) / 10)
     assert math.isclose(expected_chi(1), math.sqrt(2 / math.pi))
+
+
+@pytest.mark.parametrize("args, match", [
+    (("mean", -1, 4), r"n must be an integer >= 1; got -1"),
+    (("mean", 4, 0), r"k must be an integer >= 1; got 0"),
+    (("sum", 4.5, 2), r"n must be an integer >= 1"),
+    (("max", 10, 2), r"no closed-form correction for aggregation='max'"),
+    (("mean_of_top_k", 10, 2), r"no closed-form correction for aggregation='mean_of_top_k'"),
+])
+def test_scale_factor_validates_its_arguments(args, match):
+    with pytest.raises(ValueError, match=match):
+        scale_factor(*args)
 
 
 # ----------------------------------------------------------------------------- parameter trees
@@ -168,9 +190,146 @@ def test_dict_of_tensors_uses_one_global_tangent():
             assert torch.allclose(est[name], expected[name])
 
 
+# ----------------------------------------------------------------------------- the authors' further aggregations
+
+def _reference(d, v, aggregation, tau=0.1):
+    """Loop implementation of the formulas in the estimators docstring, one batch element at a time."""
+    k, n = v.shape
+    c = [abs(d[i].item()) / v[i].norm().item() for i in range(k)]
+    if aggregation == "mean_times_dim":
+        return n * sum(d[i] * v[i] for i in range(k)) / k
+    if aggregation == "max":
+        j = max(range(k), key=lambda i: abs(d[i].item()))
+        return d[j] * v[j]
+    if aggregation == "max_normalized":
+        j = max(range(k), key=lambda i: c[i])
+        return d[j] * v[j]
+    top = [i for i in range(k) if c[i] >= max(c) - tau]
+    return sum(d[i] * v[i] for i in top) / k
+
+
+@pytest.mark.parametrize("aggregation", ["mean_times_dim", "max", "max_normalized", "mean_of_top_k"])
+def test_further_aggregations_match_their_formulas(aggregation):
+    g = gen(4)
+    batch, k, n = 5, 7, 12
+    # tangents of different lengths, so that max and max_normalized pick different tangents
+    v = torch.randn(batch, k, n, generator=g, dtype=f64) * torch.rand(batch, k, 1, generator=g, dtype=f64).add(0.2)
+    grad = torch.randn(batch, n, generator=g, dtype=f64) * 0.2
+    d = directional_derivatives(grad, v)
+    est = aggregate(d, v, aggregation)
+    ref = torch.stack([_reference(d[b], v[b], aggregation) for b in range(batch)])
+    assert est.shape == (batch, n)
+    assert torch.allclose(est, ref, atol=1e-12)
+
+
+def test_further_aggregations_special_cases():
+    g = gen(5)
+    grad, v, d = setup(30, 6, batch=8, seed=5)
+    mean = aggregate(d, v, "mean")
+    assert torch.allclose(aggregate(d, v, "mean_times_dim"), 30 * mean)
+    # tolerance 0 keeps only the best tangent (divided by k); an infinite one keeps all: the mean
+    assert torch.allclose(aggregate(d, v, "mean_of_top_k", top_k_tolerance=0.0), aggregate(d, v, "max_normalized") / 6)
+    assert torch.allclose(aggregate(d, v, "mean_of_top_k", top_k_tolerance=math.inf), mean)
+    # with unit tangents max and max_normalized coincide; otherwise they pick different tangents
+    vn = v / v.norm(dim=-1, keepdim=True)
+    dn = directional_derivatives(grad, vn)
+    assert torch.equal(aggregate(dn, vn, "max"), aggregate(dn, vn, "max_normalized"))
+    w = v * torch.rand(8, 6, 1, generator=g, dtype=f64).mul(10)
+    dw = directional_derivatives(grad, w)
+    assert not torch.allclose(aggregate(dw, w, "max"), aggregate(dw, w, "max_normalized"))
+    # max picks the single best-aligned tangent of equal-length ones: the estimate is parallel to it
+    best = (dn.abs()).argmax(-1)
+    est = aggregate(dn, vn, "max")
+    for b in range(8):
+        assert torch.allclose(est[b], dn[b, best[b]] * vn[b, best[b]])
+    with pytest.raises(ValueError, match="top_k_tolerance must be a number >= 0"):
+        aggregate(d, v, "mean_of_top_k", top_k_tolerance=-1.0)
+
+
+def test_linear_aggregations_are_linear_in_d_and_the_others_are_not():
+    _, v, d = setup(20, 5, batch=3, seed=9)
+    d2 = torch.randn(d.shape, generator=gen(10), dtype=f64)
+    for agg in AGGREGATIONS:
+        lin = torch.allclose(aggregate(d + 2 * d2, v, agg), aggregate(d, v, agg) + 2 * aggregate(d2, v, agg))
+        assert lin == (agg in LINEAR_AGGREGATIONS), agg
+
+
+@pytest.mark.parametrize("aggregation", AGGREGATIONS)
+def test_zero_tangents_raise_for_every_aggregation(aggregation):
+    with pytest.raises(ValueError, match=r"k >= 1 tangents.*k=0"):
+        aggregate(torch.zeros(0), torch.zeros(0, 4), aggregation)
+    with pytest.raises(ValueError, match=r"k >= 1 tangents.*k=0"):
+        aggregate(torch.zeros(3, 0), torch.zeros(3, 0, 4), aggregation)
+
+
+def test_scale_with_an_aggregation_without_correction_raises_before_computing():
+    _, v, d = setup(5, 2)
+    with pytest.raises(ValueError, match="no closed-form correction for aggregation='max_normalized'"):
+        aggregate(d, v, "max_normalized", scale=True)
+
+
+def test_numpy_inputs_and_selection_pass_through():
+    import numpy as np
+
+    grad, v, d = setup(6, 9, seed=12)
+    for agg in AGGREGATIONS:
+        assert torch.allclose(aggregate(d.numpy(), v.numpy(), agg), aggregate(d, v, agg))
+    assert torch.allclose(aggregate(d, v, "projection", selection="largest"), project(d, v, selection="largest"))
+    with pytest.raises(ValueError, match=r"v must be a torch.Tensor or numpy.ndarray; got list"):
+        aggregate(d, v.tolist())
+    with pytest.raises(ValueError, match=r"selection='top'.*allowed values"):
+        aggregate(d, v, "projection", selection="top")
+    assert isinstance(np.asarray(aggregate(d.numpy(), v.numpy())), np.ndarray)
+
+
+# ----------------------------------------------------------------------------- per-tensor tangents
+
+def _tree(seed=6):
+    g = gen(seed)
+    return {"w": torch.randn(40, 3, generator=g, dtype=f64), "b": torch.randn(3, generator=g, dtype=f64),
+            "c": torch.randn(50, generator=g, dtype=f64)}
+
+
+def test_per_tensor_tangents_aggregate_each_tensor_with_its_own_derivatives():
+    grads = _tree()
+    flat, _ = flatten(grads)
+    v = sample_tangents(flat.numel(), 5, generator=gen(1), dtype=f64)
+    est = forward_gradient(grads, v, "projection", tangents="per-tensor")
+    start = 0
+    for name, gp in grads.items():
+        vp = v[:, start:start + gp.numel()]
+        want = aggregate(vp @ gp.reshape(-1), vp, "projection").reshape(gp.shape)
+        assert torch.allclose(est[name], want, atol=1e-12)
+        start += gp.numel()
+    # the 3-entry bias sees 5 >= 3 of its own tangents: its gradient is exact
+    assert torch.allclose(est["b"], grads["b"], atol=1e-12)
+
+
+def test_split_tangents_reproduce_the_authors_real_forward_mode_combination():
+    grads = _tree()
+    flat, _ = flatten(grads)
+    v = sample_tangents(flat.numel(), 5, generator=gen(2), dtype=f64)
+    d = v @ flat
+    for agg in ("mean", "sum"):  # slices of a linear map in d: the global estimate
+        glob = forward_gradient(grads, v, agg)
+        split = forward_gradient(grads, v, agg, tangents="split")
+        assert all(torch.allclose(split[n], glob[n]) for n in grads)
+    split = forward_gradient(grads, v, "projection", tangents="split")
+    start = 0
+    for name, gp in grads.items():  # each slice projected with the global directional derivatives
+        vp = v[:, start:start + gp.numel()]
+        assert torch.allclose(split[name], aggregate(d, vp, "projection").reshape(gp.shape), atol=1e-12)
+        start += gp.numel()
+    # the bias is "exact" for its own derivatives, but the split uses everybody's: far from its gradient
+    assert (split["b"] - grads["b"]).norm() > grads["b"].norm()
+    with pytest.raises(ValueError, match=r"tangents='local'.*allowed values: 'global', 'per-tensor', 'split'"):
+        forward_gradient(grads, v, tangents="local")
+
+
 def test_bad_arguments_name_the_parameter():
     grad, v, d = setup(5, 2)
-    with pytest.raises(ValueError, match=r"aggregation='median'.*allowed values: 'single', 'mean', 'sum', 'projection'"):
+    allowed = r"'single', 'mean', 'sum', 'projection', 'mean_times_dim', 'max', 'max_normalized', 'mean_of_top_k'"
+    with pytest.raises(ValueError, match=r"aggregation='median'.*allowed values: " + allowed):
         aggregate(d, v, "median")
     with pytest.raises(ValueError, match=r"solver='lu'.*allowed values"):
         project(d, v, solver="lu")
