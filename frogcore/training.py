@@ -9,8 +9,12 @@ the batch loss; see :mod:`frogcore.engines`), and records per-epoch metrics:
   is the untrained model), the mean loss of the training steps, the learning rate;
 * wall time per phase (training steps, evaluation) and the mean time per training step.
 
-Early stopping ends a run when the validation loss has not improved for ``patience`` epochs; a
-non-finite training or validation loss ends it as *diverged* (a result, not a crash). With a
+Early stopping ends a run when the validation loss has not improved for ``patience`` epochs.
+Divergence ends it as *diverged* (a result, not a crash): a non-finite training loss (the epoch is cut
+short at that step), or a validation loss that is non-finite or ``>= break_at_loss`` (default 10). The
+latter is the authors' rule (Helmholtz-AI-Energy/frog, ``nn_training/train.py:231``,
+``break_at_loss=10``, checked after every evaluation, the untrained model's included, at
+``:276–280``: the run stops when the loss is NaN or ``>= break_at_loss``). With a
 ``checkpoint`` path the state after every epoch (weights, tangent generator, metrics) is
 written atomically, and a later call with the same ``run_key`` resumes from it, so an interrupted
 run loses at most one epoch and finishes with the same numbers as an uninterrupted one. Finished
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import os
 import time
 import warnings
@@ -149,6 +154,17 @@ def _finite(v: float) -> bool:
     return math.isfinite(v)
 
 
+def _positive_real(name: str, value: Any, *, allow_none: bool = False) -> float | None:
+    """``value`` as a float if it is a positive finite real number (not a bool), else a ValueError naming it."""
+    if value is None and allow_none:
+        return None
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not ok or not (math.isfinite(float(value)) and float(value) > 0):
+        allowed = "a positive finite number" + (" or None" if allow_none else "")
+        raise ValueError(f"{name} must be {allowed}; got {value!r}")
+    return float(value)
+
+
 # ----------------------------------------------------------------------------- the loop
 
 def fit(
@@ -160,6 +176,7 @@ def fit(
     epochs: int,
     batch_size: int,
     patience: int | None = None,
+    break_at_loss: float | None = 10.0,
     seed: int = 0,
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
@@ -178,9 +195,15 @@ def fit(
     resumed run draws the same tangents. ``run_key`` identifies the run in its checkpoint (a
     checkpoint with another key is ignored and overwritten). ``callback(epoch, row)`` is called
     after each epoch's checkpoint has been written.
+
+    ``lr`` must be a positive finite number (``True`` is refused, not read as 1.0). ``break_at_loss``
+    (a positive finite number, or ``None`` to disable it): a validation loss ``>= break_at_loss`` ends the
+    run as ``"diverged"``, as in the authors' trainer (``nn_training/train.py:231``, ``:276–280``; they
+    check it on the untrained model too, and so does ``fit``); a non-finite validation or training loss
+    ends it as ``"diverged"`` whatever ``break_at_loss`` is.
     """
-    if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"lr must be a positive finite number; got {lr!r}")
+    lr = _positive_real("lr", lr)
+    break_at_loss = _positive_real("break_at_loss", break_at_loss, allow_none=True)
     epochs = check_positive_int("epochs", epochs, minimum=0)
     batch_size = check_positive_int("batch_size", batch_size)
     eval_batch_size = check_positive_int("eval_batch_size", eval_batch_size)
@@ -188,8 +211,8 @@ def fit(
     if patience is not None:
         patience = check_positive_int("patience", patience)
     device = torch.device(device)
-    key = {"lr": float(lr), "batch_size": batch_size, "patience": patience, "seed": seed,
-           **dict(run_key or {})}
+    key = {"lr": lr, "batch_size": batch_size, "patience": patience, "seed": seed,
+           "break_at_loss": break_at_loss, **dict(run_key or {})}
 
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -244,11 +267,19 @@ def fit(
         row["eval_time_s"] = time.perf_counter() - t0
         return row
 
+    def too_large(val_loss: float) -> bool:
+        """The authors' stop rule: NaN or ``>= break_at_loss`` (an infinite loss is ``>=`` any bound)."""
+        return break_at_loss is not None and (math.isnan(val_loss) or val_loss >= break_at_loss)
+
     if not history:  # epoch 0: the untrained model
         row = eval_row(0)
-        row.update(step_loss=math.nan, lr=float(lr), steps=0, train_time_s=0.0, time_per_step_s=math.nan)
+        row.update(step_loss=math.nan, lr=lr, steps=0, train_time_s=0.0, time_per_step_s=math.nan)
         history.append(row)
         best_loss = row["val_loss"] if _finite(row["val_loss"]) else math.inf
+        if too_large(row["val_loss"]):
+            status = "diverged"
+            snapshot(0, final=True)
+            return _result(history, status, best_epoch, resumed_from)
 
     from tqdm import tqdm
 
@@ -276,10 +307,10 @@ def fit(
                                       for m in ("loss", "acc")}, "eval_time_s": 0.0}
         else:
             row = eval_row(epoch)
-        row.update(step_loss=sum(losses) / max(len(losses), 1), lr=float(lr), steps=len(losses),
+        row.update(step_loss=sum(losses) / max(len(losses), 1), lr=lr, steps=len(losses),
                    train_time_s=train_time, time_per_step_s=train_time / max(len(losses), 1))
         history.append(row)
-        if diverged or not _finite(row["val_loss"]):
+        if diverged or not _finite(row["val_loss"]) or too_large(row["val_loss"]):
             status = "diverged"
         elif row["val_loss"] < best_loss:
             best_loss, best_epoch, bad_epochs = row["val_loss"], epoch, 0

@@ -78,7 +78,7 @@ def test_parameters_are_validated_before_anything_runs():
             C.run_training("smoke", "cpu", **kw)
     with pytest.raises(ValueError, match="profile"):
         C.run_training("huge", "cpu")
-    with pytest.raises(ValueError, match="profile='paper' is not valid for the learning-rate sweep"):
+    with pytest.raises(ValueError, match="profile='paper' is not available for this experiment"):
         C.run_lr_sweep("paper", "cpu")
     with pytest.raises(ValueError, match="scales"):
         C.run_lr_sweep("smoke", "cpu", scales=[1.0, 0])

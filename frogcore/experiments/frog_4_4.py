@@ -39,10 +39,10 @@ import torch
 
 from ..approach import Approach
 from ..config import check_choice, check_positive_int, check_positive_ints
+from ..models.fc import WIDTHS  # the widths of the paper and of the authors' learning-rate table
 from .common import networks as nets
 from .runner import Chapter, Experiment, context
 
-WIDTHS = (256, 1024, 4096)  # the widths of the authors' learning-rate table
 SMOKE_APPROACHES = ["bp", "fg-mean:2", "frog:2"]
 _SIM = dict(batch_size=None, mode="sim", perturbation="activity")
 

@@ -12,10 +12,16 @@ WIDTHS = (256, 1024, 4096)
 
 
 class FCNet(nn.Module):
-    """``flatten → Linear(d, W) → ReLU → Linear(W, W) → ReLU → Linear(W, C)``.
+    """``flatten → Linear(d, W) → ReLU → Linear(W, W) → ReLU → Linear(W, C)``, PyTorch's default initialisation.
 
-    The activity-perturbation points (``block_names``) are the outputs of the three ``Linear``
-    layers (pre-activations), i.e. ``2W + C`` values per sample.
+    The activity-perturbation points (``block_names = ["act1", "act2", "fc3"]``) are the outputs of the
+    authors' three blocks ``[Flatten, Linear, ReLU]``, ``[Linear, ReLU]``, ``[Linear]``: the two hidden
+    activations **after** their ReLU (modules ``act1``, ``act2``) and the logits (``fc3``), i.e. ``2W + C``
+    values per sample (Helmholtz-AI-Energy/frog, ``nn_training/models.py:44–46`` builds the blocks,
+    ``nn_training/simfg_models.py:227`` wraps each block and ``:202`` perturbs its output). The block-local
+    backward of block 1 therefore runs through ``act1`` and ``fc1``: the ReLU mask is applied to the
+    *estimated* activation gradient, so a hidden unit that is inactive for a sample passes no gradient to
+    ``fc1`` from that sample, whatever the tangents.
     """
 
     def __init__(self, input_shape: tuple[int, ...], num_classes: int = 10, width: int = 256):
@@ -29,7 +35,7 @@ class FCNet(nn.Module):
         self.fc2 = nn.Linear(width, width)
         self.act2 = nn.ReLU()
         self.fc3 = nn.Linear(width, num_classes)
-        self.block_names = ["fc1", "fc2", "fc3"]
+        self.block_names = ["act1", "act2", "fc3"]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act1(self.fc1(self.flatten(x)))

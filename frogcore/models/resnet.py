@@ -6,6 +6,12 @@ follows the data (1 for MNIST/digits, 3 for CIFAR-10) and the stem's four module
 one ``stem`` submodule so that its output can be an activity-perturbation point. Parameter counts
 are therefore identical to torchvision's (11,181,642 for 3 input channels and 10 classes).
 
+Initialisation: torchvision's (He-normal, fan-out convolutions; BatchNorm weight 1, bias 0; PyTorch's default
+for the linear head). With a number of input channels other than 3 the first convolution keeps PyTorch's
+default ``Conv2d`` initialisation (uniform with bound ``1/√(in_ch·7·7)``), as in the authors' code, which
+replaces torchvision's 3-channel first convolution by a freshly built one (Helmholtz-AI-Energy/frog,
+``nn_training/models.py:133–134``).
+
 ``width`` (default 64, the standard) scales the channel counts of every stage (``width·{1,2,4,8}``)
 for cheap CPU runs; any other value is *not* ResNet18 any more and is reported as such.
 """
@@ -64,6 +70,11 @@ class ResNet18(nn.Module):
         self.fc = nn.Linear(prev, num_classes)
         self.block_names = ["stem", "layer1", "layer2", "layer3", "layer4", "fc"]
         self._init_weights()
+        if in_ch != 3:
+            # the authors build torchvision's 3-channel resnet18 and then replace its first convolution by a
+            # new nn.Conv2d (Helmholtz-AI-Energy/frog, nn_training/models.py:133-134), which keeps PyTorch's
+            # default initialisation (uniform, bound 1/sqrt(in_ch*7*7)) instead of torchvision's He-normal one
+            self.stem.conv1.reset_parameters()
 
     def _init_weights(self) -> None:
         # torchvision's initialisation: He-normal (fan-out) convolutions, BatchNorm γ=1 β=0,
