@@ -21,10 +21,12 @@ from .config import DEVICES, PROFILES, check_choice, check_profile, resolve_devi
 from .engines import make_engine
 from .estimators import AGGREGATIONS, aggregate, forward_gradient, scale_factor
 from .forward import directional_derivatives, gradient
-from .hyperdual import directional_hessian, hyperdual
-from .linalg import project
+from .fomoh_training import FomohTrainResult
+from .fomoh_training import train as fomoh_train
+from .hyperdual import directional_hessian, hvp, hyperdual, second_order_safe
+from .linalg import project, projection_norm
 from .optimize import OptimResult, Run, optimize, optimize_loop
-from .second_order import forward_step
+from .second_order import forward_step, newton_cg_direction
 from .seeds import derive
 from .tangents import SAMPLERS, sample_tangents
 from .theory import exact_table, law
@@ -34,12 +36,13 @@ __all__ = [
     # constants
     "PROFILES", "DEVICES", "AGGREGATIONS", "SAMPLERS", "APPROACHES",
     # tangents and estimators (FROG)
-    "sample_tangents", "directional_derivatives", "gradient", "aggregate", "project", "forward_gradient",
-    "scale_factor",
+    "sample_tangents", "directional_derivatives", "gradient", "aggregate", "project", "projection_norm",
+    "forward_gradient", "scale_factor",
     # optimisation and training
     "Approach", "Run", "OptimResult", "optimize", "optimize_loop", "make_engine",
     # second order (FoMoH)
-    "hyperdual", "directional_hessian", "forward_step",
+    "hyperdual", "directional_hessian", "hvp", "second_order_safe", "forward_step", "newton_cg_direction",
+    "fomoh_train", "FomohTrainResult",
     # theory
     "law", "exact_table",
     # plumbing

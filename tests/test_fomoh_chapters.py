@@ -300,15 +300,18 @@ def test_download_flag_reaches_the_data_loader_and_is_not_a_parameter(monkeypatc
             NET.run("smoke", "cpu", download=bad, **kw)
 
 
-def test_train_network_bp_step_is_sgd():
-    """One BP step of train_network equals one SGD step on the first minibatch of the data stream."""
+def test_training_bp_step_is_sgd():
+    """One BP step of the chapter's training (frogcore.fomoh_training.train with the chapter's model builder)
+    equals one SGD step on the first minibatch of the data stream."""
     from frogcore.datasets import load_splits
+    from frogcore.fomoh_training import train
     from frogcore.hyperdual import module_loss, module_params
 
     splits = load_splits("digits", seed=0)
-    df, times = NET.train_network("logreg", "bp", splits, steps=1, batch=64, lr=0.5, init_seed=1, data_seed=2,
-                                  tangent_seed=3, eval_every=1, device=torch.device("cpu"))
-    assert len(times) == 1
+    res = train("logreg", "bp", splits, steps=1, batch=64, lr=0.5, init_seed=1, data_seed=2, tangent_seed=3,
+                eval_every=1, device=torch.device("cpu"))
+    df = res.history
+    assert len(res.times) == 1 and res.status == "completed"
     model = NET.build_network("logreg", splits, 1)
     idx = torch.randperm(splits.train[0].shape[0], generator=torch.Generator().manual_seed(2))[:64]
     x, y = splits.train[0][idx], splits.train[1][idx]

@@ -12,7 +12,7 @@ SHAPES = [(1, 28, 28), (3, 32, 32), (1, 8, 8)]
 SMALL = {"fc": dict(width=16), "resnet18": dict(width=4), "vit": dict(depth=2, heads=2, dim=16, mlp_dim=32, patch=4),
          "lenet5": {}, "convnet": dict(channels=4, depth=4, hidden=16),
          "mlpmixer": dict(dim=16, depth=2, token_mlp_dim=8, channel_mlp_dim=32, patch=4),
-         "logreg": {}, "mlp": dict(hidden=16), "cnn": {}}
+         "logreg": {}, "mlp": dict(hidden=16), "cnn": {}, "cnn_cifar10": {}}
 
 
 def test_one_registry_holds_every_model():
@@ -22,14 +22,14 @@ def test_one_registry_holds_every_model():
 
 @pytest.mark.parametrize("name", FOMOH_MODELS)
 def test_fomoh_build_model_delegates_to_the_registry(name):
-    shape = (1, 8, 8)
+    shape = (3, 32, 32) if name == "cnn_cifar10" else (1, 8, 8)
     a = (torch.manual_seed(1), fomoh_nets.build_model(name, shape, 10))[1]
     b = (torch.manual_seed(1), build_model(name, shape, 10))[1]
     assert type(a) is type(b) and a.block_names == b.block_names
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
     # the same initialisation as the FoMoH builders themselves (results computed before the unification)
     direct = {"logreg": lambda: fomoh_nets.logistic_regression(shape, 10), "mlp": lambda: fomoh_nets.mlp(shape),
-              "cnn": lambda: fomoh_nets.FomohCNN(shape, 10)}[name]
+              "cnn": lambda: fomoh_nets.FomohCNN(shape, 10), "cnn_cifar10": lambda: fomoh_nets.cifar10_cnn(shape, 10)}[name]
     c = (torch.manual_seed(1), direct())[1]
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), c.parameters()))
     with pytest.raises(ValueError, match=r"model='vit'.*allowed values: 'logreg'"):
@@ -80,6 +80,10 @@ def test_vit_parameter_count_matches_its_formula():
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("name", list(MODELS))
 def test_models_run_on_every_input_shape(name, shape):
+    if name == "cnn_cifar10" and any(s % 8 for s in shape[1:]):
+        with pytest.raises(ValueError, match="divisible"):  # three 2x2 poolings need sizes divisible by 8
+            build_model(name, shape, 10)
+        return
     torch.manual_seed(0)
     model = build_model(name, shape, 10, **SMALL[name])
     out = model(torch.randn(3, *shape))

@@ -45,19 +45,17 @@ from typing import Any
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call
 
 from ..approach import Approach, parse_approaches
 from ..config import check_choice, check_choices, check_positive_int, check_positive_ints
 from ..datasets import Splits, load_splits
+from ..fomoh_training import train as fomoh_train
 from ..hyperdual import module_loss, module_params
 from ..models.fomoh_nets import MODELS, build_model, count_parameters
-from ..second_order import forward_step
 from ..seeds import derive
 from .runner import Chapter, Experiment, context
 
-__all__ = ["APPROACHES", "CHAPTER", "NETWORK_EPS", "PROFILES", "build_network", "median_ms", "run",
-           "train_network"]
+__all__ = ["APPROACHES", "CHAPTER", "NETWORK_EPS", "PROFILES", "build_network", "median_ms", "run"]
 
 SECTION = "fomoh_networks"
 NETWORK_EPS = 1e-5  # added to |vᵀHv| (FoMoH) and to the diagonal of Ĥ (FoMoH-KD) on networks
@@ -103,14 +101,6 @@ def _check_float(name: str, value: Any, minimum: float = 0.0, allow_equal: bool 
     return float(value)
 
 
-def _evaluate(model: torch.nn.Module, params: Mapping[str, torch.Tensor], x: torch.Tensor,
-              y: torch.Tensor) -> tuple[float, float]:
-    """Cross-entropy and accuracy of ``model`` with ``params`` on ``(x, y)`` (no gradient)."""
-    with torch.no_grad():
-        out = functional_call(model, dict(params), (x,))
-        return float(F.cross_entropy(out, y)), float((out.argmax(-1) == y).float().mean())
-
-
 def build_network(model_name: str, splits: Splits, init_seed: int, device: torch.device | str = "cpu"):
     """A FoMoH model (:func:`frogcore.models.fomoh_nets.build_model`) for ``splits``' input shape,
     initialised by torch's default initialisers from the global generator seeded with ``init_seed``
@@ -118,57 +108,6 @@ def build_network(model_name: str, splits: Splits, init_seed: int, device: torch
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(init_seed)
         return build_model(model_name, splits.input_shape, splits.num_classes).to(device)
-
-
-def train_network(model_name: str, approach: Approach | str, splits: Splits, *, steps: int, batch: int, lr: float,
-                  init_seed: int, data_seed: int, tangent_seed: int, eval_every: int, device: torch.device,
-                  eps: float = NETWORK_EPS, columns: Mapping[str, Any] | None = None
-                  ) -> tuple[pd.DataFrame, list[float]]:
-    """Train one FoMoH model with one approach by :func:`frogcore.second_order.forward_step`; return the
-    curve table and the wall time of every step (s).
-
-    The model is :func:`build_network` ``(model_name, splits, init_seed)``. Minibatches of ``batch``
-    training examples are consecutive slices of a random permutation (CPU generator ``data_seed``),
-    redrawn when fewer than ``batch`` examples are left; tangents come from a generator on ``device``
-    seeded with ``tangent_seed``. Each step is ``θ ← forward_step(L_batch, θ, approach, k, lr, eps)``
-    (BP: SGD with the true gradient). The validation and test splits are evaluated (cross-entropy,
-    accuracy) at step 0, every ``eval_every`` steps and after the last step, together with the loss of
-    the training batch of that step (split ``train_batch``, the loss *before* the step).
-    Columns: the given ``columns``, then step, split, loss, accuracy.
-    """
-    a = Approach.parse(approach)
-    model = build_network(model_name, splits, init_seed, device)
-    params = module_params(model)
-    xtr, ytr = (t.to(device) for t in splits.train)
-    evals = {"val": tuple(t.to(device) for t in splits.val), "test": tuple(t.to(device) for t in splits.test)}
-    data_gen = torch.Generator().manual_seed(data_seed)
-    tan_gen = torch.Generator(device=device).manual_seed(tangent_seed)
-    n_train = xtr.shape[0]
-    perm, pos = torch.randperm(n_train, generator=data_gen), 0
-    rows, times = [], []
-    columns = dict(columns or {})
-
-    def log(step, split, loss, acc):
-        rows.append({**columns, "step": step, "split": split, "loss": loss, "accuracy": acc})
-
-    for split, (xe, ye) in evals.items():
-        log(0, split, *_evaluate(model, params, xe, ye))
-    for step in range(1, steps + 1):
-        if pos + batch > n_train:
-            perm, pos = torch.randperm(n_train, generator=data_gen), 0
-        idx = perm[pos:pos + min(batch, n_train)].to(device)
-        pos += batch
-        f = module_loss(model, F.cross_entropy, xtr[idx], ytr[idx])
-        t0 = time.perf_counter()
-        params, info = forward_step(f, params, a.name, k=max(a.k, 1), lr=lr, generator=tan_gen, eps=eps)
-        if torch.device(device).type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-        if step % eval_every == 0 or step == steps:
-            log(step, "train_batch", float(info.loss), float("nan"))
-            for split, (xe, ye) in evals.items():
-                log(step, split, *_evaluate(model, params, xe, ye))
-    return pd.DataFrame(rows), times
 
 
 def median_ms(fn: Callable[[], Any], repeats: int) -> float:
@@ -223,7 +162,7 @@ def check(p: dict) -> dict:
 def compute(p: dict, device: torch.device, seed: int) -> dict[str, pd.DataFrame]:
     """Tables ``curves``, ``params`` and ``timing`` (see the module docstring)."""
     splits = load_splits(p["dataset"], seed=seed, download=context().runtime["download"])
-    curves, timing, counts = [], [], []
+    curves, timing, counts, summaries = [], [], [], []
     for m in p["models"]:
         model = build_network(m, splits, derive(seed, SECTION, "init", m, p["seeds"][m][0]), device)
         counts.append({"model": m, "input_shape": "x".join(map(str, splits.input_shape)),
@@ -245,18 +184,20 @@ def compute(p: dict, device: torch.device, seed: int) -> dict[str, pd.DataFrame]
             a = Approach.parse(spec)
             step_times = []
             for s in p["seeds"][m]:
-                df, times = train_network(
-                    m, a, splits, steps=p["steps"][m], batch=b, lr=p["lrs"][m][a.name],
+                res = fomoh_train(
+                    m, a.spec, splits, steps=p["steps"][m], batch=b, lr=p["lrs"][m][a.name],
                     init_seed=derive(seed, SECTION, "init", m, s), data_seed=derive(seed, SECTION, "data", s),
                     tangent_seed=derive(seed, SECTION, "tangents", s), eval_every=p["eval_every"], device=device,
                     eps=p["eps"], columns={"model": m, "approach": a.spec, "label": a.label, "seed": s})
-                curves.append(df)
+                curves.append(res.history)
+                summaries.append(res.summary())
+                times = res.times
                 step_times += times[1:] if len(times) > 1 else times  # the first step includes warm-up
             step_ms = 1e3 * statistics.median(step_times)
             timing.append({"model": m, "approach": a.spec, "label": a.label, "batch": b, "forward_ms": fwd_ms,
                            "step_ms": step_ms, "step_over_forward": step_ms / fwd_ms})
-    return {"curves": pd.concat(curves, ignore_index=True), "params": pd.DataFrame(counts),
-            "timing": pd.DataFrame(timing)}
+    return {"curves": pd.concat(curves, ignore_index=True), "summary": pd.concat(summaries, ignore_index=True),
+            "params": pd.DataFrame(counts), "timing": pd.DataFrame(timing)}
 
 
 CHAPTER = Chapter(SECTION, {"networks": Experiment(PROFILES, compute, check, runtime={"download": False})})

@@ -67,10 +67,18 @@ def _cnn(input_shape, num_classes: int = 10) -> nn.Module:
                         ["features.0", "features.3", "classifier.0", "classifier.2"])
 
 
+def _cnn_cifar10(input_shape, num_classes: int = 10, dropout: float = 0.5) -> nn.Module:
+    """``fomoh_nets.cifar10_cnn`` (the FoMoH authors' CIFAR-10 CNN); blocks: the six convolutions and the two
+    hidden linear layers."""
+    return _with_blocks(fomoh_nets.cifar10_cnn(input_shape, num_classes, dropout),
+                        ["features.0", "features.3", "features.7", "features.10", "features.14", "features.17",
+                         "classifier.1", "classifier.4"])
+
+
 FROG_MODELS = ("fc", "resnet18", "vit", "lenet5", "convnet", "mlpmixer")
 FOMOH_MODELS = tuple(fomoh_nets.MODELS)
 MODELS = {"fc": FCNet, "resnet18": ResNet18, "vit": ViT, "lenet5": LeNet5, "convnet": ConvNet,
-          "mlpmixer": MLPMixer, "logreg": _logreg, "mlp": _mlp, "cnn": _cnn}
+          "mlpmixer": MLPMixer, "logreg": _logreg, "mlp": _mlp, "cnn": _cnn, "cnn_cifar10": _cnn_cifar10}
 
 
 def build_model(name: str, input_shape: Sequence[int], num_classes: int = 10, **kw) -> nn.Module:
