@@ -6,7 +6,6 @@ at once with a message that names the parameter and the allowed values.
 from __future__ import annotations
 
 import operator
-
 from collections.abc import Iterable, Sequence
 from typing import Any
 

@@ -97,7 +97,8 @@ class LRTable:
     overrides: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
-    def shipped(cls, tables: Sequence[str] = ("math",), overrides: Iterable[Mapping[str, Any]] | None = None) -> "LRTable":
+    def shipped(cls, tables: Sequence[str] = ("math",),
+                overrides: Iterable[Mapping[str, Any]] | None = None) -> "LRTable":
         """The authors' tables shipped with frogcore (default: Section 4.2's ``"math"``).
 
         Use ``tables=("math__custom_tangents",)`` for Section 4.3: both tables hold a Styblinski-Tang

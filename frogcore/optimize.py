@@ -90,7 +90,8 @@ class Run:
             check_positive_int("k", self.k)
         if self.draw is not None:
             check_positive_int("draw", self.draw)
-        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not math.isfinite(self.lr) or self.lr <= 0:
+        lr = self.lr
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
             raise ValueError(f"lr must be a positive finite number; got {self.lr!r}")
         if (self.sampler == "angle") != (self.angle is not None):
             raise ValueError(f"angle= is needed with (and only with) sampler='angle'; got sampler={self.sampler!r}, "
@@ -148,7 +149,10 @@ class OptimResult:
     def curves(self, steps: Sequence[int] | torch.Tensor | None = None, **columns) -> pd.DataFrame:
         """Long table of ``f(x_t)`` at the given steps (default: every step) for every run."""
         T = self.values.shape[0] - 1
-        idx = torch.arange(T + 1) if steps is None else torch.as_tensor(list(steps) if not torch.is_tensor(steps) else steps)
+        if steps is None:
+            idx = torch.arange(T + 1)
+        else:
+            idx = torch.as_tensor(steps if torch.is_tensor(steps) else list(steps))
         idx = idx[(idx >= 0) & (idx <= T)].unique()
         vals = self.values[idx]
         frames = []

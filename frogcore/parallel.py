@@ -18,6 +18,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 
+__hash_role__ = "infrastructure"  # moves computations around; never changes their numbers (results.code_hash)
 __all__ = ["process_pool"]
 
 _PR_SET_PDEATHSIG = 1

@@ -46,6 +46,8 @@ import torch
 
 from .config import check_profile
 
+__hash_role__ = "infrastructure"
+
 _PKG_DIR = Path(__file__).resolve().parent
 REPO_ROOT = _PKG_DIR.parent
 
@@ -156,12 +158,27 @@ def _imports_of(module: str, file: Path, pkg_dir: Path = _PKG_DIR) -> set[str]:
     return found
 
 
+def _is_infrastructure(module: str, pkg_dir: Path) -> bool:
+    """A module that declares ``__hash_role__ = "infrastructure"`` (the results store, the chapter runner, the
+    sweep executors, worker pools): it moves computations around and never changes their numbers."""
+    tree = ast.parse(_module_file(module, pkg_dir).read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__hash_role__"
+                                                for t in node.targets):
+            return ast.literal_eval(node.value) == "infrastructure"
+    return False
+
+
 def module_closure(modules: Iterable[str], pkg_dir: Path = _PKG_DIR) -> list[str]:
-    """The given modules plus every module of the package they import, transitively."""
-    todo, seen = list(modules), set()
+    """The given modules plus every module of the package they import, transitively, except infrastructure
+    modules (see :func:`_is_infrastructure`), whose imports are not followed either."""
+    todo, seen, skipped = list(modules), set(), set()
     while todo:
         m = todo.pop()
-        if m in seen:
+        if m in seen or m in skipped:
+            continue
+        if _is_infrastructure(m, pkg_dir):
+            skipped.add(m)
             continue
         seen.add(m)
         todo.extend(_imports_of(m, _module_file(m, pkg_dir), pkg_dir) - seen)

@@ -175,7 +175,7 @@ class MeanNormLaw(Law):
     def ppf(self, q):
         q = np.asarray(q, dtype=float)
         hi = self.mean() + 40 * self.std() + 1.0
-        out = np.array([optimize.brentq(lambda x: float(self.cdf(x)) - qi, 0.0, hi, xtol=1e-12, rtol=1e-10)
+        out = np.array([optimize.brentq(lambda x, qi=qi: float(self.cdf(x)) - qi, 0.0, hi, xtol=1e-12, rtol=1e-10)
                         if 0 < qi < 1 else (0.0 if qi <= 0 else np.inf) for qi in q.flat]).reshape(q.shape)
         return out if q.ndim else float(out)
 

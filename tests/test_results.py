@@ -113,8 +113,7 @@ def test_same_seed_and_parameters_give_identical_csvs(tmp_path):
 def test_code_hash_follows_frogcore_imports():
     closure = module_closure(["frogcore.experiments.frog_4_1"])
     assert {"frogcore.approx", "frogcore.estimators", "frogcore.linalg", "frogcore.tangents",
-            "frogcore.results", "frogcore.config", "frogcore.reduced", "frogcore.theory",
-            "frogcore.experiments.runner"} <= set(closure)
+            "frogcore.config", "frogcore.reduced", "frogcore.theory", "frogcore.seeds"} <= set(closure)
     # neither the package face nor unrelated chapters or the pipeline are part of it
     assert not {"frogcore", "frogcore.pipeline", "frogcore.experiments.frog_4_2", "frogcore.engines"} & set(closure)
     assert code_hash(["frogcore.estimators"]) != code_hash(["frogcore.tangents"])
@@ -253,3 +252,17 @@ def test_running_inside_another_checkout_is_refused(tmp_path, monkeypatch):
         frog_4_1.run("smoke", "cpu", root=tmp_path)
     monkeypatch.chdir(results.REPO_ROOT / "notebooks")  # the checkout frogcore comes from: fine
     assert frog_4_1.run("smoke", "cpu", root=tmp_path).tables
+
+
+def test_infrastructure_modules_are_not_part_of_the_hash(tmp_path):
+    pkg = _fake_package(tmp_path)
+    (pkg / "store.py").write_text('__hash_role__ = "infrastructure"\n\n\ndef save():\n    return 1\n')
+    (pkg / "chapter.py").write_text("from .lib import f\nfrom .store import save\n\n\ndef compute():\n    return save(f())\n")
+    h0 = code_hash(["fakepkg.chapter"], pkg_dir=pkg)
+    assert module_closure(["fakepkg.chapter"], pkg_dir=pkg) == ["fakepkg.chapter", "fakepkg.lib"]
+    (pkg / "store.py").write_text('__hash_role__ = "infrastructure"\n\n\ndef save():\n    return 2\n')
+    assert code_hash(["fakepkg.chapter"], pkg_dir=pkg) == h0
+    # the real store, runner and worker pools are infrastructure; the numerics are not
+    closure = module_closure(["frogcore.experiments.frog_4_2"])
+    assert not {"frogcore.results", "frogcore.experiments.runner", "frogcore.parallel"} & set(closure)
+    assert {"frogcore.optimize", "frogcore.linalg", "frogcore.experiments.common.closed_form"} <= set(closure)

@@ -24,8 +24,14 @@ import torch
 from ..config import check_choice, check_positive_int, check_positive_ints
 from ..functions import FUNCTIONS, PAPER_FUNCTIONS, get_function
 from ..optimize import log_steps
-from .common.closed_form import (PAPER_APPROACHES, PAPER_N, check_common, closed_form_grid, optimize_function,
-                                 summary_table)
+from .common.closed_form import (
+    PAPER_APPROACHES,
+    PAPER_N,
+    check_common,
+    closed_form_grid,
+    optimize_function,
+    summary_table,
+)
 from .runner import Chapter, Experiment, context
 
 __all__ = ["CHAPTER", "PROFILES", "PROFILES_2D", "run", "run_trajectories_2d", "summary_table", "trajectories_2d"]
@@ -61,6 +67,11 @@ def check(p: dict) -> dict:
             check_positive_int(f"max_steps[{fname!r}]", steps)
     out["max_steps"] = {f: (max_steps or {}).get(f, FUNCTIONS[f].max_steps) for f in out["functions"]}
     return out
+
+
+def closed_form_cells(p: dict) -> list[dict]:
+    """The sweep cells (:mod:`frogcore.sweep`): one per (function, n) batch, in the order of the tables."""
+    return [{"functions": [f], "n_grid": [n]} for f in p["functions"] for n in p["n_grid"]]
 
 
 def compute(p: dict, device: torch.device, seed: int) -> dict[str, pd.DataFrame]:
@@ -109,7 +120,7 @@ def compute_2d(p: dict, device: torch.device, seed: int) -> pd.DataFrame:
 
 
 CHAPTER = Chapter("frog_4_2", {
-    "closed_form": Experiment(PROFILES, compute, check, runtime={"workers": 0}),
+    "closed_form": Experiment(PROFILES, compute, check, runtime={"workers": 0}, cells=closed_form_cells),
     "trajectories_2d": Experiment(PROFILES_2D, compute_2d, check_2d),
 })
 

@@ -152,5 +152,6 @@ CHAPTER = Chapter("frog_4_3", {"custom_tangents": Experiment(PROFILES, compute, 
 
 def run(profile: str = "default", device: str = "auto", seed: int = 0, **overrides):
     """Section 4.3 at a profile. Overrides: ``n``, ``quality_k``, ``num_samples``, ``opt_k``, ``angles``,
-    ``num_seeds``, ``max_steps``, ``patience``, ``lr_overrides``, ``dtype``. Tables: ``quality``, ``runs``, ``curves``."""
+    ``num_seeds``, ``max_steps``, ``patience``, ``lr_overrides``, ``dtype``.
+    Tables: ``quality``, ``runs``, ``curves``."""
     return CHAPTER.run("custom_tangents", profile, device, seed, **overrides)

@@ -45,6 +45,7 @@ import torch
 from ..config import check_choice, check_positive_int, check_profile, resolve_device
 from ..results import REPO_ROOT, StoredResult, _jsonable, recompute_forced, run_cached, run_dir, variant_tag
 
+__hash_role__ = "infrastructure"  # moves computations around; never changes their numbers (results.code_hash)
 __all__ = ["Chapter", "Experiment", "RunContext", "RunPlan", "run", "plan", "context", "torch_threads",
            "checkpoint_root", "cells", "compute_cell", "concat_cells", "store_merged"]
 

@@ -86,7 +86,7 @@ def summarise_curves(res: OptimResult, steps: torch.Tensor, **columns) -> pd.Dat
     labels = [r.label for r in res.runs]
     frames = []
     for lab in dict.fromkeys(labels):
-        cols = [i for i, l in enumerate(labels) if l == lab]
+        cols = [i for i, name in enumerate(labels) if name == lab]
         v = res.values[idx][:, cols].double()
         finite = torch.isfinite(v)
         vv = torch.where(finite, v, torch.tensor(math.nan, dtype=v.dtype))
