@@ -18,11 +18,12 @@ Chapters of the book: ``frogcore.experiments.<chapter>.run(profile, device, seed
 from ._version import __version__
 from .approach import APPROACHES, Approach
 from .config import DEVICES, PROFILES, check_choice, check_profile, resolve_device
+from .distributed import TangentParallelEngine, TangentParallelError, make_tangent_parallel_engine
 from .engines import make_engine
 from .estimators import AGGREGATIONS, aggregate, forward_gradient, scale_factor
-from .forward import directional_derivatives, gradient
 from .fomoh_training import FomohTrainResult
 from .fomoh_training import train as fomoh_train
+from .forward import directional_derivatives, gradient
 from .hyperdual import directional_hessian, hvp, hyperdual, second_order_safe
 from .linalg import project, projection_norm
 from .optimize import OptimResult, Run, optimize, optimize_loop
@@ -40,6 +41,7 @@ __all__ = [
     "forward_gradient", "scale_factor",
     # optimisation and training
     "Approach", "Run", "OptimResult", "optimize", "optimize_loop", "make_engine",
+    "make_tangent_parallel_engine", "TangentParallelEngine", "TangentParallelError",
     # second order (FoMoH)
     "hyperdual", "directional_hessian", "hvp", "second_order_safe", "forward_step", "newton_cg_direction",
     "fomoh_train", "FomohTrainResult",

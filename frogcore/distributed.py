@@ -59,10 +59,12 @@ rows ``V_r`` and ``d_r``; for activity perturbation ``d`` has one row per sample
     repeated on every rank. On gloo the gather is a zero-padded all-reduce, because gloo's all-gather is
     several times slower than an all-reduce of the same total size
     (``benchmarks/bench_distributed.py --collectives``); NCCL uses ``all_gather_into_tensor``.
-  - ``"auto"`` (:func:`choose_gram`): ``"gather"`` when ``2K > n`` or the K tangents hold at most
-    :data:`GATHER_MAX_ELEMENTS` numbers (activity perturbation: a few thousand per tangent), else
-    ``"regenerate"`` (weight perturbation: millions per tangent), by the step times of
-    ``benchmarks/bench_distributed.py --grams gather regenerate transpose`` (``book/tangent_parallel.md``).
+  - ``"auto"`` (:func:`choose_gram`): ``"gather"`` when ``2K > n``, else ``"regenerate"``. Chosen by
+    ``benchmarks/bench_distributed.py --ks 64 --grams gather regenerate transpose`` (weight and activity
+    perturbation, FC-1024, W = 2 on the 2-core development CPU): ``"regenerate"`` had the lowest CPU time
+    per step for both; ``"gather"`` repeats the whole Gram work on every rank and, for weight tangents,
+    moves all of them; ``"transpose"`` pays more CPU for the transfer than ``"regenerate"`` for drawing the
+    same numbers again.
 
 Per-layer (and per-tensor) tangents fall out naturally: every tangent group is sharded and combined on its
 own (one set of collectives per group). ``mode="sim"`` works too (the true gradient comes from a replicated
@@ -107,13 +109,11 @@ GRAM_STRATEGIES = ("auto", "gather", "regenerate", "transpose")
 #: aggregations whose weight on tangent i is known to its rank alone: partial sums, one all-reduce
 WEIGHTED_AGGREGATIONS = ("single", "mean", "sum", "mean_times_dim")
 BACKENDS = ("auto", "gloo", "nccl")
-#: ``gram="auto"`` gathers the tangents when all K of them hold at most this many numbers (4 MB in float32)
-GATHER_MAX_ELEMENTS = 1 << 20
 #: the Cholesky condition bound (on the unit-diagonal Gram) above which the slices path falls back to gather
 _GRAM_COND_LIMIT = {torch.float32: 1e3, torch.float64: 1e8}
 
 __all__ = [
-    "GRAM_STRATEGIES", "WEIGHTED_AGGREGATIONS", "BACKENDS", "GATHER_MAX_ELEMENTS",
+    "GRAM_STRATEGIES", "WEIGHTED_AGGREGATIONS", "BACKENDS",
     "TangentParallelEngine", "TangentParallelError", "LocalRunError",
     "make_tangent_parallel_engine", "tangent_shard", "coordinate_shard", "choose_gram", "communication_volume",
     "init_from_env", "run_local", "check_replicas",
@@ -163,17 +163,14 @@ def coordinate_shard(n: int, world_size: int, rank: int) -> range:
 
 
 def choose_gram(k: int, n: int) -> str:
-    """The ``gram="auto"`` rule: ``"gather"`` if ``2k > n`` or ``k·n ≤ GATHER_MAX_ELEMENTS``, else
-    ``"regenerate"``.
+    """The ``gram="auto"`` rule: ``"gather"`` if ``2k > n``, else ``"regenerate"`` (measured; module docstring).
 
     ``2k > n``: the single-process projection uses QR there (:func:`frogcore.linalg.project`), which needs
-    the tangents. Small tangent sets (activity perturbation) are cheaper to gather in one collective than to
-    combine in two; large ones (weight perturbation: millions of numbers per tangent) would cost every rank
-    ``K n`` received numbers and the whole ``K² n`` Gram work.
+    the tangents themselves.
     """
     k = check_positive_int("k", k)
     n = check_positive_int("n", n)
-    return "gather" if 2 * k > n or k * n <= GATHER_MAX_ELEMENTS else "regenerate"
+    return "gather" if 2 * k > n else "regenerate"
 
 
 def communication_volume(aggregation: str, k: int, n: int, world_size: int, *, rows: int = 1,
@@ -343,9 +340,11 @@ class TangentParallelEngine(Engine):
                 strategy = "gather"
         p = self._pending = _Pending(n=n, strategy=strategy, group=group)
         v = self._sample_block(n, like, group, self.own, 0, n)  # unnormalised, as Engine._sample_rows
-        if strategy == "regenerate":
+        if strategy == "regenerate":  # the unnormalised own rows on this rank's coordinates
             cs = coordinate_shard(n, self.world_size, self.rank)
-            p.own_slice = v[:, cs.start:cs.stop].clone()
+            p.own_slice = v[:, cs.start:cs.stop]
+            if self.normalize:
+                p.own_slice = p.own_slice.clone()
         if self.normalize:
             norms = v.norm(dim=-1, keepdim=True)
             v /= norms
@@ -432,13 +431,15 @@ class TangentParallelEngine(Engine):
         """``U[:, S_r]`` of all K unnormalised tangents: own rows from the sample, the others drawn again."""
         p = self._pending
         cs = coordinate_shard(p.n, self.world_size, self.rank)
-        out = torch.empty(self.k, len(cs), dtype=v.dtype, device=v.device)
+        dev = p.own_slice.device  # the generator's
+        out = torch.empty(self.k, len(cs), dtype=v.dtype, device=dev)
         lo, hi = self.own.start, self.own.stop
-        out[lo:hi] = p.own_slice.to(v.device)
+        out[lo:hi] = p.own_slice
+        p.own_slice = None
         for rows in (range(0, lo), range(hi, self.k)):
-            if len(rows) and len(cs):
-                out[rows.start:rows.stop] = self._sample_block(p.n, v, p.group, rows, cs.start, cs.stop).to(v.device)
-        return out
+            if len(rows) and len(cs):  # drawn straight into place
+                self._sample_block(p.n, v, p.group, rows, cs.start, cs.stop, out=out[rows.start:rows.stop])
+        return out.to(v.device)
 
     def _combine_slices(self, d: torch.Tensor, v: torch.Tensor, lead: torch.Size) -> torch.Tensor | None:
         p, K = self._pending, self.k

@@ -29,15 +29,17 @@ Perturbations (``PERTURBATIONS``)
 ``"weight"``    tangents live in parameter space. ``tangents="global"``: one tangent over all
                 parameters (in ``named_parameters()`` order); ``"per-layer"``: independent tangents
                 for every module that owns parameters, each aggregated on its own (in forward mode
-                this costs one JVP per layer and tangent).
+                this costs one JVP per layer and tangent); ``"per-tensor"``: the same with one group
+                per parameter tensor (the FROG authors' simulated ``local_jvps``: each tensor's own
+                tangents and directional derivatives ``V_p ∇_p L``; one JVP per tensor and tangent).
 ``"activity"``  ("node perturbation", the authors' setting for Sections 4.4/4.5) tangents live in the
                 space of the block outputs named by ``model.block_names``: one tangent per block
                 output, shared by all samples of the batch and concatenated across blocks into one
-                global tangent (``"per-layer"``: one independent tangent per block). For every sample
-                ``b`` the directional derivative is ``d_{b,i} = ⟨∂L/∂h_b, u_i⟩`` (``h_b``: the sample's
-                block outputs, ``L``: the batch loss), the estimator is applied per sample, and each
-                block's weight gradient is the block-local backward (a vector-Jacobian product through
-                that block only, its inputs held fixed) of its estimated activation gradient.
+                global tangent (``"per-layer"`` and ``"per-tensor"``: one independent tangent per
+                block). For every sample ``b`` the directional derivative is ``d_{b,i} = ⟨∂L/∂h_b, u_i⟩``
+                (``h_b``: the sample's block outputs, ``L``: the batch loss), the estimator is applied per
+                sample, and each block's weight gradient is the block-local backward (a vector-Jacobian
+                product through that block only, its inputs held fixed) of its estimated activation gradient.
                 Parameters after the last block (none in the shipped models) get their exact
                 gradient from the backward through the loss head.
 
@@ -46,6 +48,18 @@ Perturbations (``PERTURBATIONS``)
                 BatchNorm couples the samples of a batch, and ``⟨∂L/∂h_b, u⟩`` needs one JVP per sample
                 and tangent (``B·K`` forward passes): an honest, large cost of real forward mode with
                 activity perturbation on BatchNorm networks.
+
+Tangent seeding (``SEEDINGS``)
+------------------------------
+``"stream"``       (default) the K tangents of a group are one ``(K, n)`` draw from ``generator``.
+``"per-tangent"``  one integer ``s`` is drawn from ``generator`` per step; tangent ``i`` of group ``j`` is
+                   then drawn alone, in chunks of :data:`TANGENT_CHUNK` entries, chunk ``c`` from a generator
+                   seeded with :func:`tangent_seed` ``(s, j, i, c)`` (unit length afterwards with
+                   ``normalize``). The set of tangents is the same whichever process draws which tangent,
+                   and any whole-chunk coordinate range can be drawn alone: the tangent-parallel
+                   engine (:mod:`frogcore.distributed`) splits the K tangents over processes and, for the
+                   same generator seed, gives the update of a single-process engine with this seeding.
+                   Both schemes give N(0, I) (or Rademacher) tangents; they are different draws.
 
 Model state under forward mode
 ------------------------------
@@ -75,18 +89,21 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
 
 from .config import check_choice, check_positive_int
-from .estimators import AGGREGATIONS, aggregate
+from .estimators import AGGREGATIONS, LINEAR_AGGREGATIONS, SCALABLE_AGGREGATIONS, aggregate
 from .tangents import sample_tangents
 
 MODES = ("bp", "sim", "fwd")
 PERTURBATIONS = ("weight", "activity")
-TANGENT_MODES = ("global", "per-layer")
+TANGENT_MODES = ("global", "per-layer", "per-tensor")
 FWD_IMPLS = ("auto", "vmap", "loop")
 ENGINE_SAMPLERS = ("normal", "rademacher")
+SEEDINGS = ("stream", "per-tangent")
+#: ``seeding="per-tangent"``: every tangent is drawn in chunks of this many entries, each chunk from its own seed
+TANGENT_CHUNK = 1 << 16
 
 __all__ = [
-    "MODES", "PERTURBATIONS", "TANGENT_MODES", "FWD_IMPLS", "ENGINE_SAMPLERS",
-    "Engine", "make_engine", "choose_fwd_impl", "auto_chunk", "parameter_groups", "block_modules",
+    "MODES", "PERTURBATIONS", "TANGENT_MODES", "FWD_IMPLS", "ENGINE_SAMPLERS", "SEEDINGS", "TANGENT_CHUNK",
+    "Engine", "make_engine", "choose_fwd_impl", "auto_chunk", "parameter_groups", "block_modules", "tangent_seed",
 ]
 
 
@@ -100,12 +117,15 @@ def parameter_groups(model: nn.Module, tangents: str = "global") -> list[list[st
     """Parameter names grouped as the weight-perturbation tangents see them.
 
     ``"global"``: one group with every trainable parameter (``named_parameters()`` order);
-    ``"per-layer"``: one group per module that directly owns trainable parameters.
+    ``"per-layer"``: one group per module that directly owns trainable parameters;
+    ``"per-tensor"``: one group per trainable parameter tensor.
     """
     check_choice("tangents", tangents, TANGENT_MODES)
     names = list(_trainable(model))
     if tangents == "global":
         return [names]
+    if tangents == "per-tensor":
+        return [[n] for n in names]
     groups = []
     for prefix, module in model.named_modules():
         own = [f"{prefix}.{n}" if prefix else n for n, p in module.named_parameters(recurse=False)
@@ -185,6 +205,37 @@ def choose_fwd_impl(model: nn.Module) -> str:
     return "vmap"
 
 
+_MASK64 = (1 << 64) - 1
+
+
+def _splitmix64(x: int) -> int:
+    """One step of the SplitMix64 mixer (Steele, Lea & Flood 2014): a bijection of 64-bit integers."""
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def tangent_seed(step_seed: int, group: int, index: int, chunk: int = 0) -> int:
+    """Seed of entries ``[chunk·C, (chunk+1)·C)`` (``C`` = :data:`TANGENT_CHUNK`) of tangent ``index`` of tangent
+    group ``group`` in a step whose seed is ``step_seed``.
+
+    ``seeding="per-tangent"`` draws one ``step_seed`` per step from the engine's generator and then every
+    chunk of every tangent from its own ``torch.Generator`` seeded with
+    ``h(h(h(h(step_seed) ⊕ group) ⊕ index) ⊕ chunk) mod 2⁶³`` (``h``: SplitMix64), so tangent ``i`` does not
+    depend on which other tangents are drawn, nor by which process, and any coordinate range of it can be
+    drawn alone (the basis of :mod:`frogcore.distributed`). Groups are numbered in the order the engine
+    samples them in a step.
+    """
+    for name, value in (("step_seed", step_seed), ("group", group), ("index", index), ("chunk", chunk)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be a non-negative integer; got {value!r}")
+    h = _splitmix64(step_seed & _MASK64)
+    h = _splitmix64(h ^ group)
+    h = _splitmix64(h ^ index)
+    return _splitmix64(h ^ chunk) & ((1 << 63) - 1)
+
+
 # ----------------------------------------------------------------------------- context managers
 
 @contextlib.contextmanager
@@ -260,7 +311,8 @@ def _forward_mode_context(model: nn.Module):
 
 @dataclass
 class Engine:
-    """A configured gradient engine; build it with :func:`make_engine`."""
+    """A configured gradient engine (see :func:`make_engine` for the options; constructing it directly
+    validates them the same way)."""
 
     mode: str = "fwd"
     aggregation: str = "mean"
@@ -273,7 +325,31 @@ class Engine:
     sampler: str = "normal"
     normalize: bool = False
     chunk_size: int | None = None
-    last_impl: str | None = field(default=None, init=False)
+    seeding: str = "stream"
+    # per-step state of seeding="per-tangent": the step seed and the index of the next tangent group
+    _step_seed: int | None = field(default=None, init=False, repr=False, compare=False)
+    _group: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        check_choice("mode", self.mode, MODES)
+        check_choice("aggregation", self.aggregation, AGGREGATIONS)
+        self.k = check_positive_int("k", self.k)
+        check_choice("perturbation", self.perturbation, PERTURBATIONS)
+        check_choice("tangents", self.tangents, TANGENT_MODES)
+        check_choice("fwd_impl", self.fwd_impl, FWD_IMPLS)
+        check_choice("sampler", self.sampler, ENGINE_SAMPLERS)
+        check_choice("seeding", self.seeding, SEEDINGS)
+        if self.generator is not None and not isinstance(self.generator, torch.Generator):
+            raise ValueError(f"generator must be a torch.Generator or None; got {type(self.generator).__name__}")
+        if not isinstance(self.scale, bool):
+            raise ValueError(f"scale must be True or False; got {self.scale!r}")
+        if self.scale and self.aggregation not in SCALABLE_AGGREGATIONS:
+            raise ValueError(f"scale=True has no closed-form correction for aggregation={self.aggregation!r}; "
+                             f"aggregations with one: {', '.join(repr(a) for a in SCALABLE_AGGREGATIONS)}")
+        if not isinstance(self.normalize, bool):
+            raise ValueError(f"normalize must be True or False; got {self.normalize!r}")
+        if self.chunk_size is not None:
+            self.chunk_size = check_positive_int("chunk_size", self.chunk_size)
 
     # ------------------------------------------------------------------ public
     def step(self, model: nn.Module, loss_fn: Callable, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -291,6 +367,8 @@ class Engine:
             raise ValueError("model has no trainable parameters")
         for p in params.values():
             p.grad = None
+        self._group = 0
+        self._step_seed = self._draw_step_seed() if self.mode != "bp" and self.seeding == "per-tangent" else None
         if self.mode == "bp":
             loss = self._step_bp(model, loss_fn, x, y)
         elif self.perturbation == "weight":
@@ -304,16 +382,73 @@ class Engine:
         return loss.detach()
 
     # ------------------------------------------------------------------ helpers
+    def _draw_step_seed(self) -> int:
+        """One draw from the engine's generator (the global RNG without one) per step."""
+        g = self.generator
+        dev = g.device if g is not None else torch.device("cpu")
+        return int(torch.randint(0, 1 << 62, (1,), generator=g, device=dev).item())
+
     def _sample(self, n: int, like: torch.Tensor) -> torch.Tensor:
+        """The tangents ``(K, n)`` of the next tangent group of this step (``like``: dtype and device)."""
+        group = self._group
+        self._group += 1
+        if self.seeding == "per-tangent":
+            return self._sample_rows(n, like, group, range(self.k))
         dev = self.generator.device if self.generator is not None else like.device
         v = sample_tangents(n, self.k, sampler=self.sampler, normalize=self.normalize,
                             generator=self.generator, dtype=like.dtype, device=dev)
         return v.to(like.device)
 
+    def _sample_rows(self, n: int, like: torch.Tensor, group: int, indices: Sequence[int]) -> torch.Tensor:
+        """Tangents ``indices`` of ``group`` under ``seeding="per-tangent"`` (normalised if asked)."""
+        out = self._sample_block(n, like, group, indices, 0, n)
+        if self.normalize:
+            out /= out.norm(dim=-1, keepdim=True)
+        return out.to(like.device)
+
+    def _sample_block(self, n: int, like: torch.Tensor, group: int, indices: Sequence[int], start: int,
+                      stop: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Entries ``[start, stop)`` of the (unnormalised) per-tangent tangents ``indices`` of ``group``.
+
+        ``start`` must be a multiple of :data:`TANGENT_CHUNK` and ``stop`` one or ``n``; every chunk comes
+        from its own generator (:func:`tangent_seed`). On the generator's device (``like``'s without one),
+        written into ``out`` (rows of stride-1 entries on that device) when given.
+        """
+        dev = self.generator.device if self.generator is not None else like.device
+        if out is None:
+            out = torch.empty(len(indices), stop - start, dtype=like.dtype, device=dev)
+        for row, i in zip(out, indices):
+            for c in range(start // TANGENT_CHUNK, -(-stop // TANGENT_CHUNK)):
+                lo, hi = c * TANGENT_CHUNK, min((c + 1) * TANGENT_CHUNK, n)
+                g = torch.Generator(device=dev).manual_seed(tangent_seed(self._step_seed, group, i, c))
+                part = row[lo - start:hi - start]
+                if self.sampler == "normal":  # in place: the numbers of sample_tangents(hi - lo, 1), no copy
+                    torch.randn(hi - lo, generator=g, out=part)
+                else:
+                    part.copy_(sample_tangents(hi - lo, 1, sampler=self.sampler, generator=g, dtype=like.dtype,
+                                               device=dev)[0])
+        return out
+
+    def _combine(self, d: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """The estimate from directional derivatives ``d`` along tangents ``v`` ``(K, n)``.
+
+        ``d`` is ``(K,)`` (weight perturbation; returns ``(n,)``) or ``(B, K)`` (activity perturbation,
+        one row per sample; returns ``(B, n)``). :class:`frogcore.distributed.TangentParallelEngine`
+        overrides this (and :meth:`_sample`) to combine the tangents held by several processes.
+        """
+        kw = {"scale": self.scale, "normalized": self.normalize}
+        if d.dim() == 1:
+            return aggregate(d, v, self.aggregation, **kw)
+        if self.aggregation not in LINEAR_AGGREGATIONS:  # max, max_normalized, mean_of_top_k: per sample
+            return aggregate(d, v.expand(d.shape[0], *v.shape), self.aggregation, **kw)
+        # a linear aggregator: est_b = d_b @ M with M = aggregate(I, V)
+        k = v.shape[0]
+        eye = torch.eye(k, dtype=v.dtype, device=v.device)
+        basis = aggregate(eye, v.expand(k, *v.shape), self.aggregation, **kw)  # (K, n)
+        return d @ basis
+
     def _impl(self, model: nn.Module) -> str:
-        impl = choose_fwd_impl(model) if self.fwd_impl == "auto" else self.fwd_impl
-        self.last_impl = impl
-        return impl
+        return choose_fwd_impl(model) if self.fwd_impl == "auto" else self.fwd_impl
 
     def _chunk(self, total: int, direction_elements: int) -> int:
         if self.chunk_size:
@@ -366,7 +501,7 @@ class Engine:
         for group in self._groups(model, params):
             flat = torch.cat([grads[n].reshape(-1) for n, _ in group])
             v = self._sample(flat.numel(), flat)
-            est = aggregate(v @ flat, v, self.aggregation, scale=self.scale, normalized=self.normalize)
+            est = self._combine(v @ flat, v)
             self._assign(group, est)
         return loss
 
@@ -393,7 +528,7 @@ class Engine:
             dirs, start = {}, 0
             for n, shape in spec:
                 size = math.prod(shape)
-                dirs[n] = v[:, start:start + size].reshape(self.k, *shape)  # views, no copy
+                dirs[n] = v[:, start:start + size].reshape(v.shape[0], *shape)  # views, no copy
                 start += size
 
             def func(pp):
@@ -403,7 +538,7 @@ class Engine:
                 loss, d = self._jvp_all(func, prim, dirs, impl)
             if primal_loss is None:
                 primal_loss = loss
-            est = aggregate(d, v, self.aggregation, scale=self.scale, normalized=self.normalize)
+            est = self._combine(d, v)
             self._assign(group, est)
         return primal_loss
 
@@ -475,11 +610,7 @@ class Engine:
             else:
                 d = self._activity_jvp(model, x, blocks, records, g_head, group, u, feat_shapes,
                                        masks, impl, coupled)
-            # every aggregator is linear in d: est_b = d_b @ M with M = aggregate(I, V)
-            eye = torch.eye(self.k, dtype=u.dtype, device=u.device)
-            basis = aggregate(eye, u.expand(self.k, *u.shape), self.aggregation,
-                              scale=self.scale, normalized=self.normalize)  # (K, n_g)
-            est = d @ basis  # (B, n_g)
+            est = self._combine(d, u)  # (B, n_g)
             start = 0
             for i in group:
                 estimates[i] = est[:, start:start + feat_sizes[i]].reshape(B, *feat_shapes[i])
@@ -577,6 +708,7 @@ def make_engine(
     sampler: str = "normal",
     normalize: bool = False,
     chunk_size: int | None = None,
+    seeding: str = "stream",
 ) -> Engine:
     """Build a gradient engine (see the module docstring for the meaning of every option).
 
@@ -584,9 +716,9 @@ def make_engine(
     ----------
     mode : ``"bp" | "sim" | "fwd"``
     aggregation : ``"single" | "mean" | "sum" | "projection"`` (ignored by ``"bp"``)
-    k : number of tangents per step (per layer/block with ``tangents="per-layer"``)
+    k : number of tangents per step (per layer/tensor/block with ``tangents="per-layer"``/``"per-tensor"``)
     perturbation : ``"weight" | "activity"``
-    tangents : ``"global" | "per-layer"``
+    tangents : ``"global" | "per-layer" | "per-tensor"``
     fwd_impl : ``"auto" | "vmap" | "loop"`` (forward mode only)
     generator : ``torch.Generator`` for the tangents (its device is where they are sampled)
     scale : apply the estimator's length correction (off in all of the authors' experiments)
@@ -594,22 +726,12 @@ def make_engine(
     normalize : unit-length tangents
     chunk_size : directions per ``vmap`` call (default: :func:`auto_chunk` for ``fwd_impl="auto"``,
         ``max(k, 16)`` for ``"vmap"``)
+    seeding : ``"stream"`` (all K tangents of a group in one draw from ``generator``) or
+        ``"per-tangent"`` (every tangent from its own seed, :func:`tangent_seed`; the scheme of the
+        tangent-parallel engine, :mod:`frogcore.distributed`)
+
+    Every option is validated by :class:`Engine` itself (a ``ValueError`` naming the parameter).
     """
-    check_choice("mode", mode, MODES)
-    check_choice("aggregation", aggregation, AGGREGATIONS)
-    k = check_positive_int("k", k)
-    check_choice("perturbation", perturbation, PERTURBATIONS)
-    check_choice("tangents", tangents, TANGENT_MODES)
-    check_choice("fwd_impl", fwd_impl, FWD_IMPLS)
-    check_choice("sampler", sampler, ENGINE_SAMPLERS)
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise ValueError(f"generator must be a torch.Generator or None; got {type(generator).__name__}")
-    if not isinstance(scale, bool):
-        raise ValueError(f"scale must be True or False; got {scale!r}")
-    if not isinstance(normalize, bool):
-        raise ValueError(f"normalize must be True or False; got {normalize!r}")
-    if chunk_size is not None:
-        chunk_size = check_positive_int("chunk_size", chunk_size)
     return Engine(mode=mode, aggregation=aggregation, k=k, perturbation=perturbation, tangents=tangents,
                   fwd_impl=fwd_impl, generator=generator, scale=scale, sampler=sampler,
-                  normalize=normalize, chunk_size=chunk_size)
+                  normalize=normalize, chunk_size=chunk_size, seeding=seeding)

@@ -8,6 +8,13 @@ At ``--profile default`` the chapters whose paper scale fits a laptop CPU (FROG 
 :data:`PAPER_SCALE_CHAPTERS`) run at ``paper``; ``--uniform`` runs every chapter at ``--profile``.
 
 ``python -m frogcore.pipeline execute NOTEBOOK --profile smoke --device cpu`` runs one notebook.
+``--executor local|slurm`` (with the options of :mod:`frogcore.sweep`: ``--workers``, ``--partition``,
+``--time``, ``--gpus``, ``--cpus``, ``--parallelism``, …) runs the notebooks as jobs, papermill inside each
+job, e.g. every chapter at paper scale on a cluster::
+
+    python -m frogcore.pipeline execute --profile paper --device cuda --executor slurm --partition gpu --gpus 1
+
+Job logs go to ``<results>/_jobs/notebooks/``; a failed notebook fails the batch after every other job ended.
 """
 from __future__ import annotations
 
@@ -97,14 +104,18 @@ def execute_all(
     notebooks: Iterable[str | os.PathLike] | None = None,
     book_profiles: bool = True,
     parameters: Mapping[str, Any] | None = None,
+    executor: Any = None,
+    progress: bool = True,
 ) -> list[Path]:
     """Execute every notebook (or the given ones) into ``out_dir``; return the executed paths.
 
     With ``book_profiles`` (the default) each notebook runs at :func:`chapter_profile`, i.e. the
     paper-scale chapters run at ``paper`` when ``profile="default"``; without, all run at ``profile``.
+    ``executor`` (a :class:`frogcore.sweep.Executor`, e.g. ``make_executor("slurm", partition="gpu")``)
+    runs each notebook as a job (papermill inside the job); ``None`` runs them here, one after another.
     """
     out_dir = Path(out_dir)
-    done = []
+    done, jobs = [], []
     for nb in (list_notebooks() if notebooks is None else [Path(p) for p in notebooks]):
         prof = chapter_profile(nb, profile) if book_profiles else check_profile(profile)
         t0 = time.perf_counter()
@@ -112,9 +123,48 @@ def execute_all(
 
         declared = pm.inspect_notebook(str(nb))
         extra = {k: v for k, v in (parameters or {}).items() if k in declared}  # e.g. download: where it applies
+        if executor is not None:  # every notebook is inspected (and can fail) before anything is submitted
+            jobs.append(dict(src=str(Path(nb).resolve()), dst=str((out_dir / nb.name).resolve()), profile=prof,
+                             device=device, parameters=extra))
+            continue
         done.append(execute_notebook(nb, out_dir / nb.name, profile=prof, device=device, parameters=extra))
         print(f"executed {nb.name} [{prof}, {device}] in {time.perf_counter() - t0:.1f} s", flush=True)
+    if executor is not None:
+        done = execute_jobs(jobs, executor, progress=progress)
     return done
+
+
+def _execute_job(spec: Mapping[str, Any]) -> str:
+    """One notebook inside a job (see :func:`execute_jobs`)."""
+    t0 = time.perf_counter()
+    out = execute_notebook(spec["src"], spec["dst"], profile=spec["profile"], device=spec["device"],
+                           parameters=spec["parameters"], log_output=True)
+    print(f"executed {Path(spec['src']).name} [{spec['profile']}, {spec['device']}] in "
+          f"{time.perf_counter() - t0:.1f} s", flush=True)
+    return str(out)
+
+
+def execute_jobs(specs: list[Mapping[str, Any]], executor: Any, *, progress: bool = True) -> list[Path]:
+    """Run notebook specs (``src, dst, profile, device, parameters``) as jobs on ``executor`` and wait for all;
+    raise :class:`ChapterFailed` naming each failed notebook and its log."""
+    from .results import results_root
+    from .sweep import wait_jobs
+
+    names = [Path(s["src"]).stem for s in specs]
+    log_dir = results_root() / "_jobs" / "notebooks"
+    try:
+        jobs = executor.submit(_execute_job, specs, names=names, log_dir=log_dir)
+        for j in jobs:
+            print(f"submitted {j.name} ({executor.name} job {j.job_id}; log {j.log})", flush=True)
+        outcomes = wait_jobs(jobs, progress=progress, desc="notebooks")
+    except BaseException as exc:
+        executor.close(exc)
+        raise
+    executor.close()
+    failed = [f"{j.name}: {value} (log: {j.log})" for j, (ok, value) in zip(jobs, outcomes) if not ok]
+    if failed:
+        raise ChapterFailed(f"{len(failed)} of {len(jobs)} notebooks failed: " + "; ".join(failed))
+    return [Path(value) for _, value in outcomes]
 
 
 class ChapterFailed(RuntimeError):
@@ -210,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--profile", default="default", choices=PROFILES)
     e.add_argument("--device", default="auto", choices=DEVICES)
     e.add_argument("--uniform", action="store_true", help="as for 'book'")
+    from .sweep import add_executor_options
+
+    add_executor_options(e, default=None, default_help="here, one notebook after another")
     for p in (b, e):
         p.add_argument("--param", "-p", action="append", default=[], metavar="NAME=VALUE",
                        help="a notebook parameter (YAML value, e.g. download=true), passed to every notebook that "
@@ -220,8 +273,18 @@ def main(argv: list[str] | None = None) -> int:
         build_book(args.profile, args.device, execute=not args.skip_execute, book_profiles=not args.uniform,
                    parameters=params)
     else:
+        executor = None
+        if args.executor is not None:
+            from .sweep import executor_from_args
+
+            executor = executor_from_args(args)
+        else:
+            given = [o for o in ("workers", "threads", "partition", "time", "gpus", "cpus", "parallelism", "mem",
+                                 "account", "qos", "setup") if getattr(args, o) is not None]
+            if given:
+                raise SystemExit(f"--{given[0]} needs --executor local or --executor slurm")
         execute_all(args.profile, args.device, notebooks=args.notebooks or None, book_profiles=not args.uniform,
-                    parameters=params)
+                    parameters=params, executor=executor)
     return 0
 
 

@@ -73,6 +73,8 @@ import pandas as pd
 from .config import check_choice, check_positive_int
 from .results import _jsonable, atomic_write_bytes, code_hash, csv_bytes, results_root
 
+__hash_role__ = "infrastructure"  # moves computations around; never changes their numbers (results.code_hash)
+
 __all__ = ["EXECUTORS", "STATES", "HEARTBEAT_S", "STALE_AFTER_S", "Task", "CellStatus", "CellStore", "Job",
            "Executor", "LocalExecutor", "SlurmExecutor", "make_executor", "execute", "run_tasks", "wait_jobs",
            "ChapterSweep", "chapter_sweep", "Cancelled", "main"]
@@ -460,18 +462,29 @@ class _Heartbeat(threading.Thread):
         self.stopped.set()
 
 
+_DEFER: dict[str, Any] = {"active": False, "pending": None}
+
+
 def _raise_cancelled(signum, frame):
+    if _DEFER["active"]:  # inside _sigterm_deferred: remember it, raise when the protected step is complete
+        _DEFER["pending"] = signum
+        return
     raise Cancelled(f"received signal {signum} (scancel, preemption or shutdown)")
 
 
 @contextlib.contextmanager
-def _sigterm_blocked():
-    """Hold SIGTERM back (a pending one is delivered when the block ends): a claim is made and recorded as one step."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+def _sigterm_deferred():
+    """Let a SIGTERM arriving during the block take effect (as :class:`Cancelled`) only when the block is complete,
+    so that a claim is made and recorded as one step. (Blocking the signal with ``pthread_sigmask`` would not do:
+    another thread may receive it, and Python runs the handler in the main thread anyway.)"""
+    _DEFER["active"], _DEFER["pending"] = True, None
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        _DEFER["active"] = False
+        pending, _DEFER["pending"] = _DEFER["pending"], None
+        if pending is not None:
+            raise Cancelled(f"received signal {pending} (scancel, preemption or shutdown)")
 
 
 def execute(task: Task) -> str:
@@ -490,7 +503,7 @@ def execute(task: Task) -> str:
         chash = code_hash(list(task.code))
         if store.load(task, chash) is not None:
             return "done"
-        with _sigterm_blocked() if main else contextlib.nullcontext():
+        with _sigterm_deferred() if main else contextlib.nullcontext():
             claimed = store.claim(task, owner)
         if not claimed:
             store.journal("skip-claimed", task.tag, owner)

@@ -32,3 +32,19 @@ def test_committed_result_matches_current_code_and_files(meta_path):
     for entry in meta["tables"].values():
         data = (meta_path.parent / entry["file"]).read_bytes()
         assert hashlib.sha256(data).hexdigest() == entry["sha256"]
+
+
+@pytest.mark.parametrize("profile", ["paper", "default"])
+def test_no_closed_form_run_stops_above_its_starting_value(profile):
+    """Issue 9: under the authors' early-stopping rule a run is only stopped after 50 consecutive
+    non-decreasing steps, so no committed 4.2 run ends early above its own starting value."""
+    import pandas as pd
+
+    from frogcore.functions import get_function
+
+    runs = pd.read_csv(REPO_ROOT / "results" / "frog_4_2" / profile / "cpu" / "closed_form__runs.csv")
+    start = {(f, n): float(get_function(f).fn(get_function(f).start(n).double()))
+             for f, n in runs[["function", "n"]].drop_duplicates().itertuples(index=False)}
+    stopped = runs[runs.status == "early_stop"]
+    above = stopped[[last > start[(f, n)] for f, n, last in stopped[["function", "n", "last"]].itertuples(index=False)]]
+    assert above.empty, above[["function", "n", "label", "seed", "steps", "last"]]

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from frogcore.datasets import (DatasetNotFoundError, load_cifar10_arrays, load_mnist_arrays, load_splits,
-                               read_idx)
+from frogcore.datasets import DatasetNotFoundError, load_cifar10_arrays, load_mnist_arrays, load_splits, read_idx
 
 
 def write_idx(path, arr, gz=False):

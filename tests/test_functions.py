@@ -6,8 +6,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from frogcore.forward import directional_derivatives, gradient
-from frogcore.functions import (FUNCTIONS, PAPER_FUNCTIONS, STYBLINSKI_TANG_MIN_PER_DIM, contour_grid,
-                                get_function, rosenbrock, sphere, styblinski_tang)
+from frogcore.functions import (
+    FUNCTIONS,
+    PAPER_FUNCTIONS,
+    STYBLINSKI_TANG_MIN_PER_DIM,
+    contour_grid,
+    get_function,
+    rosenbrock,
+    sphere,
+    styblinski_tang,
+)
 
 
 def test_paper_functions_at_known_points():

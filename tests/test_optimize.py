@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from frogcore.functions import FUNCTIONS, rosenbrock, sphere, styblinski_tang
+from frogcore.functions import FUNCTIONS, sphere
 from frogcore.linalg import project
 from frogcore.optimize import Run, optimize, optimize_loop, stream_seed
 from frogcore.tangents import sample_tangents

@@ -2,8 +2,8 @@
 import re
 import subprocess
 import sys
-import tomllib
 
+import tomllib
 import yaml
 
 from frogcore.results import REPO_ROOT

@@ -1,6 +1,5 @@
 """The shared figures of the networks chapters draw what their tables hold."""
 import matplotlib
-
 import pandas as pd
 import pytest
 

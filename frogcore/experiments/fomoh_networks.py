@@ -87,7 +87,8 @@ PROFILES = {
     # the paper trains 2000 (logreg) / 3000 (CNN) epochs; steps here = epochs × ⌈60000/batch⌉
     "paper": {"dataset": "mnist", "models": ["logreg", "cnn"], "approaches": _ALL,
               "steps": {"logreg": 2000 * 59, "cnn": 3000 * 30}, "batch": {"logreg": 1024, "cnn": 2048},
-              "seeds": {"logreg": [0, 1, 2, 3, 4], "cnn": [0, 1, 3]}, "eval_every": 500, "timing_repeats": 20, "lrs": _PAPER_LRS, "eps": NETWORK_EPS},
+              "seeds": {"logreg": [0, 1, 2, 3, 4], "cnn": [0, 1, 3]},
+              "eval_every": 500, "timing_repeats": 20, "lrs": _PAPER_LRS, "eps": NETWORK_EPS},
 }
 
 

@@ -21,7 +21,8 @@ FoMoH (:mod:`frogcore.models.fomoh_nets`):
 Every model has ``block_names``: the names (as in ``named_modules()``) of the submodules whose
 outputs are the activity-perturbation points, in forward order, the last one being the head. Their
 outputs are plain tensors. For the FoMoH models (whose builders live in ``fomoh_nets``) the registry
-attaches them: the outputs of the linear and convolutional layers (their pre-activations; ``"fc"`` perturbs its post-ReLU hidden activations, as the FROG authors).
+attaches them: the outputs of the linear and convolutional layers (their pre-activations; ``"fc"`` perturbs its
+post-ReLU hidden activations, as the FROG authors).
 
 ``MODELS`` maps every name to its builder ``builder(input_shape, num_classes, **kw) -> nn.Module``;
 :func:`frogcore.models.fomoh_nets.build_model` delegates here.

@@ -1,0 +1,102 @@
+"""Benchmark: the 4.4 training grid (default profile) serially vs as cells on the local executor.
+
+* ``serial`` — ``frog_4_4.CHAPTER.run("training", "default", "cpu", force=True)`` in one process with
+  ``--serial-threads`` torch threads (default 1: the fair baseline for ``--workers 2 --threads 1`` on 2 cores,
+  and the fastest serial setting for these small models on a busy machine; ``0``: torch's own count, how the
+  book runs the chapter — several values run the serial grid once each);
+* ``sweep``  — the same grid as cells (one training run each) on :class:`frogcore.sweep.LocalExecutor` with
+  ``--workers`` processes of ``--threads`` torch threads each (default 2 × 1), merged into the chapter's tables.
+
+Both write into temporary results and checkpoint folders (never ``results/``) with checkpoints off, so
+neither replays the other's training. The script prints both wall times, the speed-up, and whether the
+deterministic tables (``summary``, ``history``) are byte-identical (they are when both sides use the same
+torch thread count; with a different count the BLAS summation order, hence the last bits, may differ).
+The default grid is 8 approaches × widths 256/1024/4096 (40/30/6 epochs) on digits; ``--widths 256`` runs a
+reduced grid. Target: ≥ 1.7× at 2 workers on a 2-core machine.
+
+Measured on 2026-12-02, 2-core CPU shared with other developers (the full default grid was not run):
+
+* ``--widths 256`` (8 runs of FC-256, 40 epochs; load 3): serial with 1 thread 15.4 s, sweep 2 × 1 thread 20.7 s
+  (**0.74×**; the tables byte-identical). Too small to pay for the pool: its two spawned workers need ~7 s to
+  import torch and the chapter before the first cell starts, and each FC-256 run takes only ~2 s.
+* ``--widths 256 --serial-threads 0`` (load 6): serial with torch's 2 threads 417 s — two threads per tiny
+  step on a busy 2-core machine are 15–40× slower per step than one — against 26.6 s for the sweep (15.7×; the
+  tables differ in the last bits, as runs with different thread counts may).
+
+With a fixed start-up cost ``c`` (~7 s) and a serial time ``S`` at one thread, two workers give
+``S / (S/2 + c)``, ≥ 1.7× once ``S`` ≥ 11·c ≈ 80 s on an otherwise idle machine; the default grid's FC-1024 and
+FC-4096 runs are far longer than that, which is where the target is to be checked.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_sweep.py                   # the full default grid (tens of minutes)
+    .venv/bin/python benchmarks/bench_sweep.py --widths 256      # the FC-256 part only
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--widths", type=int, nargs="+", default=None, help="FC widths (default: the profile's)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    parser.add_argument("--only", nargs="+", choices=("serial", "sweep"), default=("serial", "sweep"))
+    parser.add_argument("--serial-threads", type=int, nargs="+", default=[1],
+                        help="torch threads of the serial run(s); 0: torch's default")
+    args = parser.parse_args(argv)
+
+    tmp = tempfile.mkdtemp(prefix="bench-sweep-")
+    os.environ["FROG_CHECKPOINT_DIR"] = os.path.join(tmp, "checkpoints")
+    import torch
+
+    from frogcore import sweep
+    from frogcore.experiments import frog_4_4
+
+    overrides = {"checkpoints": False}
+    if args.widths:
+        overrides["widths"] = args.widths
+    params = frog_4_4.CHAPTER.params("training", "default", **overrides)
+    cells = len(params["widths"]) * len(params["approaches"]) * params["num_seeds"] * len(params["datasets"])
+    print(f"4.4 training, default profile: widths {params['widths']}, epochs {params['epochs']}, "
+          f"{len(params['approaches'])} approaches, {cells} cells; {os.cpu_count()} cores, "
+          f"load {os.getloadavg()[0]:.1f}", flush=True)
+    times, results = {}, {}
+    if "serial" in args.only:
+        for n in args.serial_threads:
+            name = f"serial@{n or torch.get_num_threads()}"
+            kw = dict(overrides, threads=n) if n else overrides
+            t0 = time.perf_counter()
+            results[name] = frog_4_4.CHAPTER.run("training", "default", "cpu", root=os.path.join(tmp, name),
+                                                 force=True, **kw)
+            times[name] = time.perf_counter() - t0
+            print(f"{name}: {times[name]:.1f} s serial with {n or torch.get_num_threads()} torch threads", flush=True)
+    if "sweep" in args.only:
+        t0 = time.perf_counter()
+        sw = sweep.chapter_sweep("frog_4_4", "training", "default", "cpu", root=os.path.join(tmp, "sweep"),
+                                 **overrides)
+        out = sw.run(sweep.LocalExecutor(workers=args.workers, threads=args.threads), progress=True)
+        times["sweep"] = time.perf_counter() - t0
+        if isinstance(out, list):
+            print(sweep.format_status(out))
+            return 1
+        results["sweep"] = out
+        print(f"sweep:  {times['sweep']:.1f} s ({args.workers} workers × {args.threads} threads)", flush=True)
+    if "sweep" in times:
+        for name in [n for n in times if n.startswith("serial")]:
+            same = {t: results[name].paths[t].read_bytes() == results["sweep"].paths[t].read_bytes()
+                    for t in ("summary", "history")}
+            print(f"speed-up vs {name}: {times[name] / times['sweep']:.2f}× (target ≥ 1.7×); byte-identical "
+                  f"summary/history: {same['summary']}/{same['history']}")
+        print(f"load {os.getloadavg()[0]:.1f}")
+    print(f"(temporary results in {tmp})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
