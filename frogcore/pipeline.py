@@ -195,6 +195,26 @@ def notebook_failure(path: str | os.PathLike) -> str | None:
     return None
 
 
+GENERATED = "_generated"  # folder inside the book tree with copies of stored tables that pages include
+
+
+def copy_benchmark_tables(book: str | os.PathLike, results: str | os.PathLike | None = None) -> list[Path]:
+    """Copy the committed benchmark tables (``results/benchmarks/**/*.csv``) into ``<book>/_generated/benchmarks/``,
+    where book pages include them with ``{csv-table}`` (``:file:``): numbers on those pages come from the tables."""
+    src = Path(results) if results is not None else REPO_ROOT / "results"
+    src = src / "benchmarks"
+    out = []
+    dst_root = Path(book) / GENERATED / "benchmarks"
+    if dst_root.exists():
+        shutil.rmtree(dst_root)
+    for f in sorted(src.rglob("*.csv")) if src.is_dir() else []:
+        dst = dst_root / f.relative_to(src)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(f, dst)
+        out.append(dst)
+    return out
+
+
 def _jupyter_book() -> list[str]:
     exe = Path(sys.executable).parent / "jupyter-book"
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "jupyter_book.cli.main"]
@@ -226,6 +246,7 @@ def build_book(
     if execute:
         execute_all(profile, device, out_dir=target / EXECUTED, notebooks=notebooks, book_profiles=book_profiles,
                     parameters=parameters)
+    copy_benchmark_tables(target)
     missing = [nb.name for nb in list_notebooks() if not (target / EXECUTED / nb.name).exists()]
     if missing:
         raise FileNotFoundError(f"not executed yet (run without --skip-execute): {', '.join(missing)}")
