@@ -212,7 +212,27 @@ def copy_benchmark_tables(book: str | os.PathLike, results: str | os.PathLike | 
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(f, dst)
         out.append(dst)
+        out += _summary_table(dst)
     return out
+
+
+#: columns of a benchmark table that a book page shows (the rest — commits, versions — stay in the CSV)
+SUMMARY_COLUMNS = ("benchmark", "side", "implementation", "config", "median_s", "x_forward", "speedup_vs_authors")
+
+
+def _summary_table(path: Path) -> list[Path]:
+    """``<name>__summary.csv`` beside a benchmark table that has :data:`SUMMARY_COLUMNS` (3 significant digits)."""
+    import pandas as pd
+
+    df = pd.read_csv(path)
+    if not set(SUMMARY_COLUMNS) <= set(df.columns):
+        return []
+    small = df[list(SUMMARY_COLUMNS)].copy()
+    for col in ("median_s", "x_forward", "speedup_vs_authors"):
+        small[col] = small[col].map(lambda v: "" if pd.isna(v) else f"{v:.3g}")
+    dst = path.with_name(path.stem + "__summary.csv")
+    small.to_csv(dst, index=False)
+    return [dst]
 
 
 def _jupyter_book() -> list[str]:

@@ -75,3 +75,17 @@ def test_book_build_refuses_a_failed_chapter(tmp_path, monkeypatch):
     with pytest.raises(pipeline.ChapterFailed, match="frog_4_3.ipynb: cell 1 raised ValueError: bad"):
         pipeline.build_book("smoke", "cpu", execute=False, book_dir=book, copy_sources=False)
 
+
+
+def test_benchmark_tables_are_copied_into_the_book_with_a_summary(tmp_path):
+    from frogcore.pipeline import copy_benchmark_tables
+
+    res = tmp_path / "results" / "benchmarks" / "reference"
+    res.mkdir(parents=True)
+    (res / "reference.csv").write_text("benchmark,side,implementation,config,median_s,x_forward,speedup_vs_authors,"
+                                       "frog_commit\nfomoh,ours,x,K=3,0.0598512,23.71,1.634,abc\n")
+    out = copy_benchmark_tables(tmp_path / "book", tmp_path / "results")
+    names = sorted(p.name for p in out)
+    assert names == ["reference.csv", "reference__summary.csv"]
+    summary = (tmp_path / "book" / "_generated" / "benchmarks" / "reference" / "reference__summary.csv").read_text()
+    assert summary.splitlines()[1] == "fomoh,ours,x,K=3,0.0599,23.7,1.63" and "frog_commit" not in summary
