@@ -266,7 +266,9 @@ def build_book(
     if execute:
         execute_all(profile, device, out_dir=target / EXECUTED, notebooks=notebooks, book_profiles=book_profiles,
                     parameters=parameters)
-    copy_benchmark_tables(target)
+    from .bookgen import write_all
+
+    write_all(target, profile, "cuda" if device == "cuda" else "cpu")
     missing = [nb.name for nb in list_notebooks() if not (target / EXECUTED / nb.name).exists()]
     if missing:
         raise FileNotFoundError(f"not executed yet (run without --skip-execute): {', '.join(missing)}")

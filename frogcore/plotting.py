@@ -3,14 +3,11 @@ that several chapters draw from the same tables (the networks chapters 4.4 and 4
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
-
-from .results import atomic_path
 
 
 def set_style() -> None:
@@ -19,16 +16,13 @@ def set_style() -> None:
     plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 150, "savefig.bbox": "tight"})
 
 
-def save_figure(fig: plt.Figure, folder: str | os.PathLike, name: str) -> Path:
-    """Save ``fig`` as ``<folder>/<name>.png`` atomically and return the path.
+def save_figure(fig: plt.Figure, result, name: str) -> Path:
+    """Save ``fig`` as ``<figures folder>/<name>.png`` atomically (at the rc ``savefig.dpi``) and return the
+    path: :func:`frogcore.style.save` (``result`` is the StoredResult the figure was drawn from, so figure
+    and tables are replaced together). The figure stays open so that the notebook still displays it."""
+    from .style import save
 
-    ``folder`` is typically ``StoredResult.figures_dir``. The figure stays open so that the
-    notebook still displays it.
-    """
-    path = Path(folder) / f"{name}.png"
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    return path
+    return save(fig, result, name, dpi=None)
 
 
 # ----------------------------------------------------------------------------- networks (4.4, 4.5)

@@ -274,6 +274,59 @@ class StoredResult:
     def __getitem__(self, name: str) -> pd.DataFrame:
         return self.tables[name]
 
+    @property
+    def result_id(self) -> str:
+        """:func:`result_id` of this run's metadata (what its figures carry, see :func:`stale_figures`)."""
+        return result_id(self.meta)
+
+
+#: PNG text keys under which a figure records the run it was drawn from: the run's name and its :func:`result_id`
+FIGURE_RUN_KEY = "frog:run"
+FIGURE_ID_KEY = "frog:result"
+
+
+def result_id(meta: Mapping[str, Any]) -> str:
+    """A short id of one stored run's content: its key, code hash and the sha256 of every table. Two runs
+    with the same id stored the same tables; a figure drawn from a run carries the id (PNG text chunk
+    :data:`FIGURE_ID_KEY`), so a figure left beside other tables can be told apart."""
+    content = {"key": meta.get("key"), "code_hash": meta.get("code_hash"),
+               "tables": {t: v.get("sha256") for t, v in sorted(meta.get("tables", {}).items())}}
+    return hashlib.sha256(json.dumps(_jsonable(content), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def figure_record(path: str | os.PathLike) -> tuple[str | None, str | None]:
+    """``(run name, result id)`` a figure file records (``(None, None)``: nothing recorded or not a PNG)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            text = dict(getattr(im, "text", None) or im.info or {})
+    except (OSError, ValueError):
+        return None, None
+    return text.get(FIGURE_RUN_KEY), text.get(FIGURE_ID_KEY)
+
+
+def stale_figures(folder: str | os.PathLike, name: str, current_id: str | None) -> list[Path]:
+    """Figures in ``<folder>/figures`` drawn from the run ``name`` but not from its tables with ``current_id``
+    (figures of the folder's other runs, and figures that record no run, are left alone)."""
+    figs = Path(folder) / "figures"
+    if not figs.is_dir():
+        return []
+    out = []
+    for p in sorted(figs.glob("*.png")):
+        run, rid = figure_record(p)
+        if run == name and rid != current_id:
+            out.append(p)
+    return out
+
+
+def current_result_id(folder: str | os.PathLike, name: str) -> str | None:
+    """:func:`result_id` of the run stored now in ``folder`` under ``name`` (None: no readable metadata)."""
+    try:
+        return result_id(json.loads((Path(folder) / f"{name}.meta.json").read_text()))
+    except (OSError, ValueError):
+        return None
+
 
 DEVICE_TYPES = ("cpu", "cuda")
 
@@ -399,6 +452,11 @@ def run_cached(
         "finished_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "compute_seconds": round(elapsed, 3),
     }
+    # figures and tables are replaced together: figures drawn from other tables go first (a crash after this
+    # leaves old tables without figures, never new tables beside old figures); the notebook draws new ones
+    new_id = result_id(meta)
+    for old in stale_figures(folder, name, new_id):
+        old.unlink(missing_ok=True)
     for t, b in blobs.items():
         atomic_write_bytes(paths[t], b)
     atomic_write_bytes(folder / f"{name}.meta.json", (json.dumps(meta, indent=2) + "\n").encode())

@@ -51,9 +51,9 @@ import numpy as np
 from .approach import Approach
 from .results import atomic_path
 
-__all__ = ["COLUMN_PX", "DISPLAY_DPI", "FIXED_COLORS", "K_HUES", "SAVE_DPI", "caption", "clip_outliers", "color",
-           "figsize", "figure_html", "line_kw", "palette", "provenance", "robust_limits", "save", "sequential",
-           "subplots", "use"]
+__all__ = ["COLUMN_PX", "DISPLAY_DPI", "FIXED_COLORS", "K_HUES", "SAVE_DPI", "StaleFigure", "caption",
+           "clip_outliers", "color", "figsize", "figure_html", "line_kw", "palette", "provenance", "robust_limits",
+           "save", "sequential", "subplots", "use"]
 
 COLUMN_PX = 810      # the book's text column at a 1400-px-wide window
 DISPLAY_DPI = 150    # figure.dpi: inches × 150 = pixels in the notebook and the book
@@ -193,15 +193,44 @@ def use() -> None:
     matplotlib.rcParams.update(RC)
 
 
-def save(fig: plt.Figure, folder: str | os.PathLike, name: str, *, dpi: int = SAVE_DPI) -> Path:
-    """Write ``fig`` as ``<folder>/<name>.png`` atomically at ``dpi`` (≥ 150) and return the path."""
-    if not isinstance(dpi, int) or dpi < 150:
+class StaleFigure(RuntimeError):
+    """The tables a figure was drawn from were replaced (by another run) before the figure was written."""
+
+
+def save(fig: plt.Figure, result: Any, name: str, *, dpi: int | None = SAVE_DPI) -> Path:
+    """Write ``fig`` as ``<figures folder>/<name>.png`` atomically and return the path.
+
+    ``result`` is the :class:`frogcore.results.StoredResult` the figure was drawn from: the PNG goes to its
+    ``figures_dir`` and records the run (PNG text ``frog:run`` and ``frog:result``, see
+    :func:`frogcore.results.result_id`), so a table and the figures drawn from it are replaced together
+    (storing new tables removes that run's older figures) and a figure whose tables were replaced meanwhile
+    by another process is refused (:class:`StaleFigure`) instead of being left beside them. A plain folder
+    writes an unrecorded figure. ``dpi``: at least 150 (``None``: the rc ``savefig.dpi``). The file's bytes
+    depend only on the figure (no timestamps), so an unchanged figure is an unchanged file.
+    """
+    from .results import FIGURE_ID_KEY, FIGURE_RUN_KEY, StoredResult, current_result_id
+
+    if dpi is not None and (isinstance(dpi, bool) or not isinstance(dpi, int) or dpi < 150):
         raise ValueError(f"dpi must be an integer >= 150; got {dpi!r}")
     if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
         raise ValueError(f"name must be a plain file name without '/'; got {name!r}")
-    path = Path(folder) / f"{name}.png"
+    metadata: dict[str, Any] = {"Software": None}
+    if isinstance(result, StoredResult):
+        folder = Path(result.figures_dir)
+        run, rid = result.meta.get("name"), result.result_id
+        metadata.update({FIGURE_RUN_KEY: str(run), FIGURE_ID_KEY: rid})
+    elif isinstance(result, (str, os.PathLike)):
+        folder, run, rid = Path(result), None, None
+    else:
+        raise TypeError(f"result must be the StoredResult the figure was drawn from (or a folder); got "
+                        f"{type(result).__name__}")
+    path = folder / f"{name}.png"
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi)
+        fig.savefig(tmp, format="png", dpi=dpi if dpi is not None else matplotlib.rcParams["savefig.dpi"],
+                    metadata=metadata)
+        if run is not None and current_result_id(folder.parent, run) != rid:
+            raise StaleFigure(f"not saving {path.name}: the tables in {folder.parent} were replaced by another "
+                              "run after this figure's data was loaded; run the notebook again")
     return path
 
 

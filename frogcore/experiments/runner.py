@@ -42,7 +42,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from ..config import check_choice, check_positive_int, check_profile, resolve_device
+from ..config import check_choice, check_injected_parameters, check_positive_int, check_profile, resolve_device
 from ..results import REPO_ROOT, StoredResult, _jsonable, recompute_forced, run_cached, run_dir, variant_tag
 
 __hash_role__ = "infrastructure"  # moves computations around; never changes their numbers (results.code_hash)
@@ -228,6 +228,7 @@ def plan(chapter: Chapter, name: str, profile: str = "default", device: str | to
     cluster's login node whose cells run on GPU nodes).
     """
     check_checkout()
+    check_injected_parameters()  # a misspelled papermill -p NAME fails here instead of running with defaults
     exp = chapter.experiment(name)
     dev = torch.device("cuda") if not check_device and device in ("cuda", torch.device("cuda")) \
         else resolve_device(device)
