@@ -320,6 +320,23 @@ def stale_figures(folder: str | os.PathLike, name: str, current_id: str | None) 
     return out
 
 
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike):
+    """An exclusive lock on one results folder (POSIX ``flock`` on the folder itself; no lock file):
+    storing tables (with the removal of their stale figures) and storing a figure (with its check against
+    the stored tables) each hold it, so the two never interleave between processes."""
+    import fcntl
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
 def current_result_id(folder: str | os.PathLike, name: str) -> str | None:
     """:func:`result_id` of the run stored now in ``folder`` under ``name`` (None: no readable metadata)."""
     try:
@@ -455,11 +472,12 @@ def run_cached(
     # figures and tables are replaced together: figures drawn from other tables go first (a crash after this
     # leaves old tables without figures, never new tables beside old figures); the notebook draws new ones
     new_id = result_id(meta)
-    for old in stale_figures(folder, name, new_id):
-        old.unlink(missing_ok=True)
-    for t, b in blobs.items():
-        atomic_write_bytes(paths[t], b)
-    atomic_write_bytes(folder / f"{name}.meta.json", (json.dumps(meta, indent=2) + "\n").encode())
+    with folder_lock(folder):
+        for old in stale_figures(folder, name, new_id):
+            old.unlink(missing_ok=True)
+        for t, b in blobs.items():
+            atomic_write_bytes(paths[t], b)
+        atomic_write_bytes(folder / f"{name}.meta.json", (json.dumps(meta, indent=2) + "\n").encode())
     # read back through the same path as a cache hit so both return identical dtypes
     return StoredResult({t: pd.read_csv(io.BytesIO(b)) for t, b in blobs.items()}, meta, paths,
                         cached=False, figures_dir=folder / "figures")

@@ -33,6 +33,7 @@ or ``IPython.display.Markdown``.
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import io
 import math
@@ -49,7 +50,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from .approach import Approach
-from .results import atomic_path
+from .results import FIGURE_ID_KEY, FIGURE_RUN_KEY, StoredResult, atomic_write_bytes, current_result_id, folder_lock
 
 __all__ = ["COLUMN_PX", "DISPLAY_DPI", "FIXED_COLORS", "K_HUES", "SAVE_DPI", "StaleFigure", "caption",
            "clip_outliers", "color", "figsize", "figure_html", "line_kw", "palette", "provenance", "robust_limits",
@@ -208,8 +209,6 @@ def save(fig: plt.Figure, result: Any, name: str, *, dpi: int | None = SAVE_DPI)
     writes an unrecorded figure. ``dpi``: at least 150 (``None``: the rc ``savefig.dpi``). The file's bytes
     depend only on the figure (no timestamps), so an unchanged figure is an unchanged file.
     """
-    from .results import FIGURE_ID_KEY, FIGURE_RUN_KEY, StoredResult, current_result_id
-
     if dpi is not None and (isinstance(dpi, bool) or not isinstance(dpi, int) or dpi < 150):
         raise ValueError(f"dpi must be an integer >= 150; got {dpi!r}")
     if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
@@ -225,12 +224,15 @@ def save(fig: plt.Figure, result: Any, name: str, *, dpi: int | None = SAVE_DPI)
         raise TypeError(f"result must be the StoredResult the figure was drawn from (or a folder); got "
                         f"{type(result).__name__}")
     path = folder / f"{name}.png"
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi if dpi is not None else matplotlib.rcParams["savefig.dpi"],
-                    metadata=metadata)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi if dpi is not None else matplotlib.rcParams["savefig.dpi"],
+                metadata=metadata)
+    with folder_lock(folder.parent) if run is not None else contextlib.nullcontext():
+        # the check and the write happen while no other process stores tables in this folder
         if run is not None and current_result_id(folder.parent, run) != rid:
             raise StaleFigure(f"not saving {path.name}: the tables in {folder.parent} were replaced by another "
                               "run after this figure's data was loaded; run the notebook again")
+        atomic_write_bytes(path, buf.getvalue())
     return path
 
 

@@ -266,3 +266,87 @@ def test_infrastructure_modules_are_not_part_of_the_hash(tmp_path):
     closure = module_closure(["frogcore.experiments.frog_4_2"])
     assert not {"frogcore.results", "frogcore.experiments.runner", "frogcore.parallel"} & set(closure)
     assert {"frogcore.optimize", "frogcore.linalg", "frogcore.experiments.common.closed_form"} <= set(closure)
+
+
+# ----------------------------------------------------------------------------- figures and their tables
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(2, 1.5))
+    ax.plot([0, 1, 2], [1, 0, 2])
+    return fig
+
+
+def test_a_figure_records_the_run_and_an_unchanged_figure_is_an_unchanged_file(tmp_path):
+    from frogcore import style
+
+    res = run_cached("sec", "exp", lambda: table(1.0), params={"a": 1}, profile="smoke", root=tmp_path)
+    fig = _figure()
+    first = style.save(fig, res, "curve").read_bytes()
+    path = style.save(fig, res, "curve")
+    assert path == res.figures_dir / "curve.png" and path.read_bytes() == first  # no timestamp in the file
+    assert results.figure_record(path) == ("exp", res.result_id)
+    loaded = load("sec", "exp", "smoke", root=tmp_path)
+    assert loaded.result_id == res.result_id  # the id depends on the stored content only
+
+
+def test_new_tables_replace_that_runs_figures_and_keep_the_others(tmp_path):
+    from frogcore import style
+
+    res = run_cached("sec", "exp", lambda: table(1.0), params={"a": 1}, profile="smoke", root=tmp_path)
+    other = run_cached("sec", "other", lambda: table(5.0), params={"a": 1}, profile="smoke", root=tmp_path)
+    fig = _figure()
+    mine, theirs = style.save(fig, res, "mine"), style.save(fig, other, "theirs")
+    unrecorded = style.save(fig, res.figures_dir, "by_hand")
+    # the same tables again (a forced rerun with the same numbers) keep the figures: they still match
+    run_cached("sec", "exp", lambda: table(1.0), params={"a": 1}, profile="smoke", root=tmp_path, force=True)
+    assert mine.exists()
+    new = run_cached("sec", "exp", lambda: table(2.0), params={"a": 1}, profile="smoke", root=tmp_path, force=True)
+    assert not mine.exists(), "a figure of the old tables was left beside the new ones"
+    assert theirs.exists() and unrecorded.exists()
+    assert results.stale_figures(new.figures_dir.parent, "exp", new.result_id) == []
+
+
+def test_a_figure_of_replaced_tables_is_refused(tmp_path):
+    from frogcore import style
+
+    old = run_cached("sec", "exp", lambda: table(1.0), params={"a": 1}, profile="smoke", root=tmp_path)
+    # another process stores new tables in the same folder before this one saves its figure
+    run_cached("sec", "exp", lambda: table(3.0), params={"a": 1}, profile="smoke", root=tmp_path, force=True)
+    with pytest.raises(style.StaleFigure, match="replaced by another run"):
+        style.save(_figure(), old, "late")
+    assert not (old.figures_dir / "late.png").exists()
+    assert not list(old.figures_dir.glob("*.tmp*")) and not list(old.figures_dir.glob(".*"))
+
+
+def test_concurrent_runs_never_leave_figures_beside_other_tables(tmp_path):
+    """Two processes store different tables in one folder and each draws a figure from what it stored:
+    whatever the interleaving, every figure left in the folder records the tables that are there."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot as plt, pandas as pd\n"
+        "from frogcore import style; from frogcore.results import run_cached\n"
+        "x = float(sys.argv[1])\n"
+        "for i in range(15):\n"
+        "    r = run_cached('sec', 'exp', lambda: pd.DataFrame({'v': [x, i]}), params={'a': 1},"
+        " profile='smoke', root=sys.argv[2], force=True)\n"
+        "    fig, ax = plt.subplots(figsize=(1, 1)); ax.plot([0, x])\n"
+        "    try:\n"
+        "        style.save(fig, r, f'f{int(x)}')\n"
+        "    except style.StaleFigure:\n"
+        "        pass\n"
+        "    plt.close(fig)\n")
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(x), str(tmp_path)]) for x in (1.0, 2.0)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    folder = results.run_dir("sec", "smoke", root=tmp_path)
+    current = results.current_result_id(folder, "exp")
+    figures = list((folder / "figures").glob("*.png"))
+    assert figures, "the process that stored last drew no figure"
+    for fig in figures:
+        assert results.figure_record(fig)[1] == current, f"{fig.name} was drawn from other tables"
