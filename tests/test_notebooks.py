@@ -56,15 +56,27 @@ def test_notebook_is_stored_clean_and_parameterised(name):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_executes_at_smoke_profile_and_shows_figures(name, executed_book):
+    """Every figure a chapter shows is a numbered, captioned <figure> with alt text and an embedded PNG
+    (frogcore.style.figure_html); no bare image output (it would reach the book without a caption)."""
+    import re
+
     _, executed, errors = executed_book
     if errors[name] is not None:
         raise errors[name]
     nb = nbformat.read(executed[name], as_version=4)
-    images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-              if "image/png" in o.get("data", {})]
-    assert images, "the executed notebook displays no figure"
-    errors_out = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-                  if o.get("output_type") == "error"]
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    bare = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert not bare, f"{len(bare)} figure(s) shown without a caption (display them with style.figure_html)"
+    figures = [o["data"]["text/html"] for o in outputs if "<figure" in str(o.get("data", {}).get("text/html", ""))]
+    assert figures, "the executed notebook displays no figure"
+    for html in figures:
+        html = "".join(html) if isinstance(html, list) else html
+        assert "data:image/png;base64," in html
+        assert re.search(r'alt="[^"]{10,}"', html), "a figure without alt text"
+        caption = re.search(r"<figcaption[^>]*>(.*?)</figcaption>", html, re.S)
+        assert caption and re.search(r"Figure \d+\.", caption.group(1)), "a figure without a numbered caption"
+        assert "Data: " in caption.group(1) and "profile smoke" in caption.group(1), "a caption without provenance"
+    errors_out = [o for o in outputs if o.get("output_type") == "error"]
     assert not errors_out
 
 
