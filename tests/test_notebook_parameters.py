@@ -1,7 +1,7 @@
 """A papermill parameter the notebook does not declare fails loudly (papermill itself only warns)."""
 import pytest
 
-from frogcore.config import check_injected_parameters
+from frogcore.experiments.runner import check_injected_parameters
 
 PARAMS = 'device = "auto"\nprofile = "default"\nseed = 0\nnum_samples = None  # the profile\'s\n'
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from ..config import check_choice, check_injected_parameters, check_positive_int, check_profile, resolve_device
+from ..config import check_choice, check_positive_int, check_profile, resolve_device
 from ..results import REPO_ROOT, StoredResult, _jsonable, recompute_forced, run_cached, run_dir, variant_tag
 
 __hash_role__ = "infrastructure"  # moves computations around; never changes their numbers (results.code_hash)
@@ -345,3 +345,53 @@ def store_merged(p: RunPlan, cell_tables: list[Mapping[str, pd.DataFrame]]) -> S
     if list(tables) == [""]:
         return _store(p, lambda: tables[""])
     return _store(p, lambda: tables)
+
+
+def _assigned_names(source: str) -> set[str] | None:
+    import ast
+
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return None
+    return {t.id for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
+            for t in (node.targets if isinstance(node, ast.Assign) else [node.target]) if isinstance(t, ast.Name)}
+
+
+def check_injected_parameters(history: Sequence[str] | None = None) -> None:
+    """Refuse a papermill parameter that the notebook does not declare (e.g. ``-p num_sample 5`` for
+    ``num_samples``), which papermill itself only warns about and then runs with the defaults.
+
+    papermill executes the notebook's ``parameters`` cell and then the cell it injects (starting with the
+    comment ``# Parameters``); ``history`` is the kernel's input history (IPython's ``In``; default: the
+    running kernel's, nothing to check outside IPython or without an injected cell). A name assigned in the
+    injected cell but not in the parameters cell before it raises ValueError naming it, the closest
+    declared parameter and every declared one. Called by every chapter's ``run``.
+    """
+    import difflib
+
+    if history is None:
+        try:
+            from IPython import get_ipython
+        except ImportError:
+            return
+        ip = get_ipython()
+        history = ip.user_ns.get("In") if ip is not None else None
+        if not history:
+            return
+    history = [h for h in history if isinstance(h, str)]
+    injected = [i for i, h in enumerate(history) if h.startswith("# Parameters\n")]
+    if not injected or injected[-1] == 0:
+        return
+    i = injected[-1]
+    passed, declared = _assigned_names(history[i]), _assigned_names(history[i - 1])
+    if not passed or not declared:
+        return
+    unknown = sorted(n for n in passed - declared if not n.startswith("PAPERMILL_"))
+    if unknown:
+        hints = []
+        for n in unknown:
+            close = difflib.get_close_matches(n, sorted(declared), n=1)
+            hints.append(f"{n!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ValueError(f"unknown notebook parameter {', '.join(hints)}; this notebook's parameters: "
+                         f"{', '.join(sorted(declared))}")
