@@ -16,6 +16,11 @@ Usage::
     .venv/bin/python benchmarks/bench_approx.py --only paper loop
     .venv/bin/python benchmarks/bench_approx.py --shared-max-n 8 --shared-max-k 4    # smaller sub-grid
     .venv/bin/python benchmarks/bench_approx.py --only loop --loop-max-n 6 --loop-max-k 6
+    .venv/bin/python benchmarks/bench_approx.py --out               # also write the tidy CSV
+
+``--out [PATH]`` writes one row per configuration — comparison, sampler, mode, max_log_n, max_log_k,
+num_samples, rows, threads, then seconds — as CSV (default ``results/benchmarks/approx/approx.csv``) with
+``approx.meta.json`` beside it (date, machine, torch version, threads, command line, git commit).
 
 Measured 2026-12-01 on the idle 2-core machine (2 torch threads, each configuration in a fresh process):
 paper grid with the reduced sampler 3.5 s (target <= 60 s: met). Shared sub-grid (n <= 2^10, k <= 2^6, 1000
@@ -35,6 +40,9 @@ import os
 import subprocess
 import sys
 import time
+
+DEFAULT_OUT = "results/benchmarks/approx/approx.csv"
+COLUMNS = ("comparison", "sampler", "mode", "max_log_n", "max_log_k", "num_samples", "rows", "threads", "seconds")
 
 
 def _one(cfg: dict) -> dict:
@@ -88,6 +96,9 @@ def main() -> None:
     ap.add_argument("--shared-max-k", type=int, default=6, help="sub-grid for brute vs reduced: k <= 2^this")
     ap.add_argument("--loop-max-n", type=int, default=10, help="batched vs loop grid: n <= 2^this")
     ap.add_argument("--loop-max-k", type=int, default=10, help="batched vs loop grid: k <= 2^this")
+    ap.add_argument("--out", nargs="?", const=DEFAULT_OUT, default=None, metavar="PATH",
+                    help=f"also write the rows as CSV (+ .meta.json) to PATH (default {DEFAULT_OUT}, relative to "
+                         "the repository)")
     args = ap.parse_args()
     if args.one:
         print(json.dumps(_one(json.loads(args.one))))
@@ -121,6 +132,21 @@ def main() -> None:
     if ("batched vs loop", "brute batched") in times:
         r = times[("batched vs loop", "brute per-sample loop")] / times[("batched vs loop", "brute batched")]
         print(f"batched brute force vs per-sample loop: {r:.1f}x ({'meets' if r >= 5 else 'MISSES'} the 5x target)")
+    if args.out:
+        write_out(rows, args.out)
+
+
+def write_out(rows: list, out: str) -> None:
+    """One row per configuration as a tidy CSV with a ``.meta.json`` beside it (``--out``)."""
+    from pathlib import Path
+
+    from frogcore.bookgen import write_benchmark_csv
+
+    path = Path(__file__).resolve().parents[1] / out if out == DEFAULT_OUT else Path(out)
+    recs = [dict(cfg, comparison=comp, sampler=sampler, **res) for comp, sampler, cfg, res in rows]
+    paths = write_benchmark_csv(recs, path, COLUMNS, bench="approx",
+                                threads=recs[0]["threads"] if recs else None)
+    print("wrote " + ", ".join(map(str, paths)))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,11 @@ Usage::
 
     .venv/bin/python benchmarks/bench_closed_form.py                     # all three configurations
     .venv/bin/python benchmarks/bench_closed_form.py --only loop-subgrid batched-subgrid
+    .venv/bin/python benchmarks/bench_closed_form.py --out        # also write the tidy CSV
+
+``--out [PATH]`` writes one row per configuration — config, grid, steps, workers, dtype, runs, then wall_s and
+cpu_s — as CSV (default ``results/benchmarks/closed_form/closed_form.csv``) with ``closed_form.meta.json``
+beside it (date, machine, torch version, threads, command line, git commit).
 """
 from __future__ import annotations
 
@@ -39,6 +44,8 @@ import time
 
 SUB_FUNCTIONS = ("sphere", "rosenbrock", "styblinski-tang")
 SUB_N = (4, 64)
+DEFAULT_OUT = "results/benchmarks/closed_form/closed_form.csv"
+COLUMNS = ("config", "grid", "steps", "workers", "dtype", "runs", "wall_s", "cpu_s")
 
 
 def _cpu() -> float:
@@ -86,6 +93,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=200, help="step limit of the sub-grid runs")
     ap.add_argument("--workers", type=int, default=2, help="processes for the paper profile")
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    ap.add_argument("--out", nargs="?", const=DEFAULT_OUT, default=None, metavar="PATH",
+                    help=f"also write the rows as CSV (+ .meta.json) to PATH (default {DEFAULT_OUT}, relative to "
+                         "the repository)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
 
@@ -128,6 +138,27 @@ def main() -> None:
         verdict = "within" if p["wall_s"] <= 600 else "OVER"
         print(f"paper profile: {p['wall_s'] / 60:.1f} min wall ({verdict} the 10-minute budget), "
               f"{p['cpu_s'] / 60:.1f} CPU-min with {args.workers} workers")
+    if args.out:
+        write_out(results, args)
+
+
+def write_out(results: dict, args) -> None:
+    """One row per configuration as a tidy CSV with a ``.meta.json`` beside it (``--out``)."""
+    from pathlib import Path
+
+    from frogcore.bookgen import write_benchmark_csv
+
+    root = Path(__file__).resolve().parents[1]
+    out = root / args.out if args.out == DEFAULT_OUT else Path(args.out)
+    sub = f"{', '.join(SUB_FUNCTIONS)}; n in {SUB_N}; 8 approaches; seeds 0-4"
+    recs = []
+    for name, r in results.items():
+        paper = name == "paper"
+        recs.append(dict(config=name, grid="paper profile (FROG 4.2), seeds 0-4" if paper else sub,
+                         steps=None if paper else args.steps, workers=args.workers if paper else 1,
+                         dtype=args.dtype, runs=r["runs"], wall_s=r["wall_s"], cpu_s=r["cpu_s"]))
+    paths = write_benchmark_csv(recs, out, COLUMNS, bench="closed_form", threads=1)
+    print("wrote " + ", ".join(map(str, paths)))
 
 
 if __name__ == "__main__":

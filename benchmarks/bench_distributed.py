@@ -21,15 +21,18 @@ Usage::
     .venv/bin/python benchmarks/bench_distributed.py                         # CPU: W = 1, 2; K = 16, 64
     .venv/bin/python benchmarks/bench_distributed.py --device cuda           # W = 1 .. all visible GPUs
     .venv/bin/python benchmarks/bench_distributed.py --ks 64 --grams gather regenerate transpose   # gram="auto"
-    .venv/bin/python benchmarks/bench_distributed.py --out table.csv --markdown table.md
+    .venv/bin/python benchmarks/bench_distributed.py --out --markdown table.md   # CSV for the book
     .venv/bin/python benchmarks/bench_distributed.py --collectives     # the collectives behind gram="auto"
+
+``--out [PATH]`` writes the records as a tidy CSV (default ``results/benchmarks/distributed/distributed.csv``,
+the table book/tangent_parallel.md is generated from) with ``distributed.meta.json`` beside it (date, machine,
+torch version, threads, command line, git commit).
 
 Check printed at the end: the speed-up at W = 2, K = 64 (target >= 1.6x on the 2-core development CPU).
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform
@@ -43,6 +46,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 BATCH = 64
+DEFAULT_OUT = "results/benchmarks/distributed/distributed.csv"
+COLUMNS = ("device", "width", "batch", "perturbation", "aggregation", "k", "world", "engine", "gram", "threads",
+           "reps", "warmup", "seconds", "min_seconds", "speedup", "efficiency", "cpu_seconds", "cpu_speedup", "comm",
+           "load_before", "load_after", "error")
 INPUT = (1, 28, 28)
 
 
@@ -223,7 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-per-tangent-baseline", action="store_true",
                     help="at W = 1 time only the default engine (seeding='stream')")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per configuration")
-    ap.add_argument("--out", help="also write the records as CSV to this file")
+    ap.add_argument("--out", nargs="?", const=DEFAULT_OUT, default=None, metavar="PATH",
+                    help=f"also write the records as CSV (+ .meta.json) to PATH (default {DEFAULT_OUT}, relative "
+                         "to the repository)")
     ap.add_argument("--markdown", help="also write the table as markdown to this file")
     ap.add_argument("--json", help="also write the records as JSON to this file")
     ap.add_argument("--collectives", action="store_true",
@@ -272,15 +281,13 @@ def main(argv: list[str] | None = None) -> int:
     checks = verdict(records)
     print("\n".join(["", *lines, "", *checks]))
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        keys = ["device", "width", "batch", "perturbation", "aggregation", "k", "world", "engine", "gram", "threads",
-                "reps", "warmup", "seconds", "min_seconds", "speedup", "efficiency", "cpu_seconds", "cpu_speedup",
-                "comm", "load_before", "load_after", "error"]
-        with open(args.out, "w", newline="") as f:
-            wr = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
-            wr.writeheader()
-            for r in records:
-                wr.writerow({k: r.get(k, "") for k in keys})
+        from frogcore.bookgen import write_benchmark_csv
+
+        out = ROOT / args.out if args.out == DEFAULT_OUT else Path(args.out)
+        paths = write_benchmark_csv(records, out, COLUMNS, bench="distributed", threads=args.threads,
+                                    device=args.device, device_label=device_label(args.device, args.threads),
+                                    argv=[__file__, *(sys.argv[1:] if argv is None else argv)])
+        print("wrote " + ", ".join(map(str, paths)))
     if args.markdown:
         Path(args.markdown).write_text("\n".join([*lines, "", *checks]) + "\n")
     if args.json:

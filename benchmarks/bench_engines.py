@@ -16,6 +16,13 @@ Usage::
     .venv/bin/python benchmarks/bench_engines.py --device cuda --reps 20
     .venv/bin/python benchmarks/bench_engines.py --models fc --ks 1 16 --perturbation activity
     .venv/bin/python benchmarks/bench_engines.py --markdown table.md   # also write a markdown table
+    .venv/bin/python benchmarks/bench_engines.py --threads 1 --out     # the book's table (see below)
+
+``--out [PATH]`` writes the records as a tidy CSV (default ``results/benchmarks/engines/engines.csv``, the
+table book/performance.md is generated from): one row per configuration — model, label, batch, params,
+perturbation, aggregation, method, k (0 for the forward pass and backprop), device, threads, reps, warmup —
+then the measurement (seconds: median step time, min_seconds, auto_impl, error), and beside it
+``engines.meta.json`` (date, machine, torch version, threads, command line, git commit).
 
 Checks printed at the end: on FC-1024 with K = 16 and weight perturbation, fwd-vmap is at least
 2.5x faster than fwd-loop; and fwd-auto is never slower than fwd-loop (10% noise allowance).
@@ -31,6 +38,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = "results/benchmarks/engines/engines.csv"
 
 # model name -> (build_model name, input shape, batch, model kwargs, label)
 MODELS = {
@@ -103,6 +111,7 @@ def run_one(cfg: dict) -> dict:
     rec = dict(cfg, seconds=times[len(times) // 2], min_seconds=times[0], threads=torch.get_num_threads())
     if method == "fwd-auto":
         rec["auto_impl"] = choose_fwd_impl(model)
+    rec["params"] = sum(p.numel() for p in model.parameters())
     return rec
 
 
@@ -142,6 +151,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads per configuration (default: torch's default, one per core)")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per configuration")
+    ap.add_argument("--out", nargs="?", const=DEFAULT_OUT, default=None, metavar="PATH",
+                    help=f"also write the records as CSV (+ .meta.json) to PATH (default {DEFAULT_OUT}, relative "
+                         "to the repository)")
     ap.add_argument("--markdown", help="also write the table as markdown to this file")
     ap.add_argument("--json", help="also write all records as JSON to this file")
     args = ap.parse_args(argv)
@@ -163,6 +175,7 @@ def main(argv=None) -> int:
             jobs += [dict(base, method=m, k=k) for m in args.methods if m != "bp"]
         for cfg in jobs:
             rec = spawn(cfg, args.timeout)
+            rec.update(label=MODELS[model][4], batch=MODELS[model][2])
             records.append(rec)
             extra = f" [{rec['auto_impl']}]" if "auto_impl" in rec else ""
             err = f"  ERROR: {rec['error']}" if "error" in rec else ""
@@ -178,6 +191,13 @@ def main(argv=None) -> int:
         Path(args.markdown).write_text("\n".join(lines + [""] + checks) + "\n")
     if args.json:
         Path(args.json).write_text(json.dumps(records, indent=1))
+    if args.out:
+        from frogcore.bookgen import ENGINE_COLUMNS, write_benchmark_csv
+
+        out = Path(args.out) if Path(args.out).is_absolute() or args.out != DEFAULT_OUT else ROOT / args.out
+        paths = write_benchmark_csv(records, out, ENGINE_COLUMNS, bench="engines", threads=args.threads,
+                                    device=args.device, device_label=label, argv=[__file__, *(argv or sys.argv[1:])])
+        print("wrote " + ", ".join(map(str, paths)))
     return 0
 
 

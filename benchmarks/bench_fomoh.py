@@ -15,6 +15,11 @@ Usage::
 
     .venv/bin/python benchmarks/bench_fomoh.py               # K = 1 2 3, modes block pairs loop
     .venv/bin/python benchmarks/bench_fomoh.py --ks 3 --modes block loop --repeats 30
+    .venv/bin/python benchmarks/bench_fomoh.py --threads 1 --out      # also write the tidy CSV
+
+``--out [PATH]`` writes one row per (K, mode) — model, batch, params, k, mode, threads, repeats, warmup, then
+forward_ms, step_ms and step_per_forward — as CSV (default ``results/benchmarks/fomoh/fomoh.csv``) with
+``fomoh.meta.json`` beside it (date, machine, torch version, threads, command line, git commit).
 """
 from __future__ import annotations
 
@@ -26,6 +31,9 @@ import sys
 import time
 
 BATCH = 1024
+DEFAULT_OUT = "results/benchmarks/fomoh/fomoh.csv"
+COLUMNS = ("model", "batch", "params", "k", "mode", "threads", "repeats", "warmup", "forward_ms", "step_ms",
+           "step_per_forward")
 
 
 def worker(k: int, mode: str, repeats: int, warmup: int, threads: int | None) -> dict:
@@ -79,6 +87,9 @@ def main(argv=None) -> None:
     ap.add_argument("--repeats", type=int, default=10, help="timed repetitions per round (3 rounds)")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--out", nargs="?", const=DEFAULT_OUT, default=None, metavar="PATH",
+                    help=f"also write the rows as CSV (+ .meta.json) to PATH (default {DEFAULT_OUT}, relative to "
+                         "the repository)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
@@ -114,6 +125,23 @@ def main(argv=None) -> None:
                       f"(ratio of step/forward multiples)")
     if (3, "block") in by:
         print(f"\nK=3 step (block) = {by[(3, 'block')]:.1f} forward passes (target <= 30; reference ~70)")
+    if args.out:
+        write_out(rows, args, argv)
+
+
+def write_out(rows: list[dict], args, argv) -> None:
+    """The rows as a tidy CSV with a ``.meta.json`` beside it (``--out``)."""
+    from pathlib import Path
+
+    from frogcore.bookgen import write_benchmark_csv
+
+    root = Path(__file__).resolve().parents[1]
+    out = root / args.out if args.out == DEFAULT_OUT else Path(args.out)
+    recs = [dict(r, model="MLP 784-128-10", batch=BATCH, repeats=3 * args.repeats, warmup=args.warmup,
+                 step_per_forward=r["step_ms"] / r["forward_ms"]) for r in rows]
+    paths = write_benchmark_csv(recs, out, COLUMNS, bench="fomoh", threads=args.threads,
+                                argv=[__file__, *(sys.argv[1:] if argv is None else argv)])
+    print("wrote " + ", ".join(map(str, paths)))
 
 
 if __name__ == "__main__":
