@@ -15,8 +15,8 @@ and in a Markdown cell of the same notebook::
 ``{glue:text}`` pastes the ``text/plain`` form, which :func:`glue` makes the formatted string itself
 (no quotes). ``{glue}`` works too; ``{glue:md}`` pastes Markdown glued with :func:`glue_markdown`
 (inline Markdown, e.g. a number with a link or emphasis). A Markdown *page* of the book (``book/*.md``)
-can paste a value glued in a notebook with the notebook's path relative to the page:
-``{glue:text}`executed/frog_4_2.ipynb::key```.
+can paste a value glued in a notebook with the notebook's path relative to the page and a format after a
+second colon (myst-nb reads the last ``:…`` as the format): ``{glue:text}`executed/frog_4_2.ipynb::key:s```.
 
 Formatting (:func:`fmt`) is the one place that decides how a number reads: ``digits`` significant
 digits (never fewer than the integer part has), scientific notation as ``1.2 × 10⁻⁵`` outside

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import DEVICES, PROFILES, check_choice, check_profile
-from .results import REPO_ROOT
+from .results import REPO_ROOT, atomic_write_bytes
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 BOOK_DIR = REPO_ROOT / "book"
@@ -93,7 +93,29 @@ def execute_notebook(
     failed = dst.with_name(dst.stem + ".failed.ipynb")
     if failed.exists():
         failed.unlink()
+    _show_one_parameters_cell(dst, params)
     return dst
+
+
+def _show_one_parameters_cell(path: Path, params: Mapping[str, Any]) -> None:
+    """The executed page shows ONE parameters cell: papermill's injected cell is removed from the page
+    (tag ``remove-cell``) and the notebook's own parameters cell gets a first comment line with the values
+    this run was given (e.g. ``profile="paper"``), so the reader sees both the defaults and what ran."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    given = ", ".join(f"{k}={v!r}" for k, v in params.items())
+    changed = False
+    for cell in nb.cells:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            cell.metadata.setdefault("tags", []).append("remove-cell")
+            changed = True
+        elif "parameters" in tags and not cell.source.startswith("# this page ran with"):
+            cell.source = f"# this page ran with {given}; the notebook's defaults:\n" + cell.source
+            changed = True
+    if changed:
+        atomic_write_bytes(path, nbformat.writes(nb).encode())
 
 
 def execute_all(
