@@ -177,7 +177,6 @@ def test_serve_rejects_a_missing_folder(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="pages are converted in issue 14")
 def test_every_page_of_the_built_book_passes_in_a_real_browser(executed_book, browser):
     book, _, errors = executed_book
     failed = [n for n, e in errors.items() if e is not None]

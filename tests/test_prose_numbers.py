@@ -81,7 +81,6 @@ def test_scan_reports_file_and_line_for_pages_and_notebook_cells(tmp_path):
     assert len(report) == 2
 
 
-@pytest.mark.xfail(strict=False, reason="narratives are converted to generated numbers in issue 14")
 def test_no_page_states_a_hand_typed_result_number():
     report = scan_prose_numbers(BOOK_DIR, NOTEBOOK_DIR)
     assert not report, f"{len(report)} hand-typed numbers (glue them, see frogcore.narrative):\n" + \
