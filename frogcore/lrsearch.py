@@ -251,14 +251,16 @@ def read_table(path: str | Path) -> pd.DataFrame:
 
 
 def lr_overrides(path: str | Path) -> list[dict[str, Any]]:
-    """A closed-form table as the ``lr_overrides`` parameter of chapters 4.2/4.3 (one override per row)."""
+    """A learning-rate table as a chapter's ``lr_overrides`` parameter (one override per row): a closed-form
+    (``math.csv``-format) table for chapters 4.2/4.3 (``function, n, approach, k, lr``), a network
+    (``fc_nns.csv``-format) table for chapters 4.4/4.5 (``model, dataset, approach, k, lr``)."""
     t = read_table(path)
-    if "function" not in t.columns:
-        raise ValueError(f"{path} is a network table; lr_overrides take a closed-form (math.csv-format) table")
+    network = "function" not in t.columns
     out = []
     for _, row in t.iterrows():
-        o = {"function": str(row["function"]), "n": int(row["n"]), "approach": str(row["gradient_approach"]),
-             "lr": float(row["lr"])}
+        o = ({"model": str(row["model"]), "dataset": str(row["dataset"])} if network else
+             {"function": str(row["function"]), "n": int(row["n"])})
+        o.update(approach=str(row["gradient_approach"]), lr=float(row["lr"]))
         if o["approach"] != "bp":
             o["k"] = int(row["k"])
         out.append(o)

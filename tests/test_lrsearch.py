@@ -47,8 +47,8 @@ def test_tables_are_checked(tmp_path):
         lrsearch.read_table(bad)
     pd.DataFrame({"model": ["fc_w=8"], "dataset": ["digits"], "gradient_approach": ["frog"], "k": [2.0],
                   "lr": [0.1]}).to_csv(bad, index=False)
-    with pytest.raises(ValueError, match="network table"):
-        lrsearch.lr_overrides(bad)
+    assert lrsearch.lr_overrides(bad) == [{"model": "fc_w=8", "dataset": "digits", "approach": "frog", "lr": 0.1,
+                                           "k": 2}]
 
 
 def _search(out, executor=None):
@@ -106,3 +106,31 @@ def test_network_search_writes_a_table_in_the_fc_format(tmp_path):
     best = t[(t.rung == 1)]
     assert best.lr.tolist() == [res.chosen["frog:2"]] and not best.diverged.any() and 0 < best.metric.iloc[0] < 10
     lrsearch.read_table(res.paths["lr_table"])
+
+
+def test_network_search_table_is_used_by_chapter_4_4(tmp_path):
+    """The LR table of a network search, passed as ``lr_overrides``, sets the rates of a 4.4 run, also for a width
+    the authors never tuned; without it that width fails before training, naming the parameter."""
+    from frogcore.experiments import frog_4_4
+
+    res = lrsearch.search("network", approaches=["frog:2"], lr_min=1e-3, lr_max=10.0, num=3, budget=1, rungs=2,
+                          eta=3, seeds=[0], out=tmp_path / "lr", executor=sweep.LocalExecutor(workers=1),
+                          progress=False, poll=0.2, dataset="digits", model="fc", model_kw={"width": 128})
+    overrides = lrsearch.lr_overrides(res.paths["lr_table"])
+    assert overrides == [{"model": "fc_w=128", "dataset": "digits", "approach": "frog", "k": 2,
+                          "lr": res.chosen["frog:2"]}]
+    run = frog_4_4.run_training("smoke", device="cpu", widths=[128], approaches=["frog:2"], lr_overrides=overrides)
+    assert run["summary"].lr.tolist() == [res.chosen["frog:2"]]
+    # the override is used as is (no lr_scale) and only for its own model, dataset and approach
+    both = frog_4_4.run_training("smoke", device="cpu", widths=[256], approaches=["bp", "frog:2"],
+                                 lr_overrides=[{"model": "fc_w=256", "dataset": "digits", "approach": "frog", "k": 2,
+                                                "lr": 0.0123}])
+    lrs = dict(zip(both["summary"].label, both["summary"].lr))
+    from frogcore.experiments.common.networks import table_lr
+
+    assert lrs["FROG k=2"] == 0.0123 and lrs["BP"] == 4.0 * table_lr("fc_w=256", "mnist", "bp")
+    with pytest.raises(ValueError, match=r"widths\[0\]=128 is not valid"):
+        frog_4_4.run_training("smoke", device="cpu", widths=[128], approaches=["frog:2"])
+    with pytest.raises(ValueError, match=r"lr_overrides\[0\] lr must be a positive finite number"):
+        frog_4_4.run_training("smoke", device="cpu", lr_overrides=[{"model": "fc_w=256", "dataset": "digits",
+                                                                    "approach": "frog", "k": 2, "lr": -1}])

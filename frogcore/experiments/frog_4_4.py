@@ -48,11 +48,11 @@ _SIM = dict(batch_size=None, mode="sim", perturbation="activity")
 
 TRAINING = {
     "smoke": dict(datasets=["digits"], widths=[256], epochs=1, num_seeds=1, patience=10, lr_scale=4.0,
-                  approaches=SMOKE_APPROACHES, **_SIM),
+                  approaches=SMOKE_APPROACHES, lr_overrides=[], **_SIM),
     "default": dict(datasets=["digits"], widths=list(WIDTHS), epochs={256: 40, 1024: 30, 4096: 6}, num_seeds=1,
-                    patience=10, lr_scale=4.0, approaches=nets.PAPER_APPROACHES, **_SIM),
+                    patience=10, lr_scale=4.0, approaches=nets.PAPER_APPROACHES, lr_overrides=[], **_SIM),
     "paper": dict(datasets=["mnist"], widths=list(WIDTHS), epochs=200, num_seeds=3, patience=10, lr_scale=1.0,
-                  approaches=nets.PAPER_APPROACHES, **_SIM),
+                  approaches=nets.PAPER_APPROACHES, lr_overrides=[], **_SIM),
 }
 
 
@@ -74,9 +74,13 @@ TIMING = {
 THREADS = {"smoke": 1}
 
 
-def check_widths(widths) -> list[int]:
-    """``widths``: FC widths from :data:`WIDTHS` (the authors' learning-rate table covers only those)."""
-    return [check_choice(f"widths[{i}]", w, WIDTHS) for i, w in enumerate(check_positive_ints("widths", widths))]
+def check_widths(widths, overrides=()) -> list[int]:
+    """``widths``: FC widths from :data:`WIDTHS` (the authors' learning-rate table covers only those), or any
+    width that ``overrides`` (checked ``lr_overrides``) give rates for (model ``fc_w=<width>``)."""
+    extra = tuple(int(o["model"][5:]) for o in overrides if o["model"].startswith("fc_w=")
+                  and o["model"][5:].isdigit())
+    allowed = tuple(WIDTHS) + tuple(w for w in extra if w not in WIDTHS)
+    return [check_choice(f"widths[{i}]", w, allowed) for i, w in enumerate(check_positive_ints("widths", widths))]
 
 
 def fc_run(dataset: str, width: int, epochs: int, approach: str) -> nets.NetRun:
@@ -96,9 +100,10 @@ def _training_kw(ctx) -> dict:
 def check_training_params(p: dict) -> dict:
     """Validate the ``training`` parameters (and that the authors' tables have every learning rate)."""
     out = nets.check_training(p)
-    out["widths"] = check_widths(p["widths"])
+    out["widths"] = check_widths(p["widths"], out.get("lr_overrides", []))
     out["epochs"] = nets.check_epochs(p["epochs"], out["widths"])
-    nets.check_learning_rates([f"fc_w={w}" for w in out["widths"]], out["datasets"], out["approaches"])
+    nets.check_learning_rates([f"fc_w={w}" for w in out["widths"]], out["datasets"], out["approaches"],
+                              out.get("lr_overrides", []))
     return out
 
 
@@ -111,7 +116,7 @@ def compute_training(p: dict, device: torch.device, seed: int):
     return nets.train_grid(runs, seeds=[seed + i for i in offsets], batch_size=p["batch_size"],
                            patience=p["patience"], lr_scale=p["lr_scale"], mode=p["mode"],
                            perturbation=p["perturbation"], device=device, data_seed=seed,
-                           download=ctx.runtime["download"], **_training_kw(ctx))
+                           download=ctx.runtime["download"], lr_overrides=p["lr_overrides"], **_training_kw(ctx))
 
 
 def training_cells(p: dict) -> list[dict]:
@@ -168,7 +173,9 @@ CHAPTER = Chapter("frog_4_4", {
 def run_training(profile: str = "default", device: str = "auto", seed: int = 0, **overrides):
     """Run (or load) the 4.4 training grid; ``overrides``: ``datasets``, ``widths``, ``epochs`` (a number or
     ``{width: epochs}``), ``num_seeds``, ``batch_size`` (``None``: the authors'), ``patience`` (0 or ``None``:
-    no early stopping), ``lr_scale``, ``approaches``, ``mode``, ``perturbation`` (see :data:`TRAINING`);
+    no early stopping), ``lr_scale``, ``lr_overrides`` (rates from a network search, e.g.
+    ``frogcore.lrsearch.lr_overrides("lr/fc2048/lr_table.csv")``; they also admit new widths), ``approaches``,
+    ``mode``, ``perturbation`` (see :data:`TRAINING`);
     runtime ``download``, ``progress``, ``checkpoints``, ``threads``."""
     return CHAPTER.run("training", profile, device, seed, **overrides)
 

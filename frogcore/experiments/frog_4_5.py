@@ -59,11 +59,13 @@ _EPOCHS_DEFAULT = {"resnet18": 15, "vit": 30}
 
 TRAINING = {
     "smoke": dict(datasets=["digits"], models=list(MODELS), model_kw=SIZES["smoke"], epochs=1, num_seeds=1,
-                  patience=10, lr_scale=4.0, approaches=["bp", "frog:2"], **_SIM),
+                  patience=10, lr_scale=4.0, approaches=["bp", "frog:2"], lr_overrides=[], **_SIM),
     "default": dict(datasets=["digits"], models=list(MODELS), model_kw=SIZES["default"], epochs=_EPOCHS_DEFAULT,
-                    num_seeds=1, patience=10, lr_scale=4.0, approaches=nets.PAPER_APPROACHES, **_SIM),
+                    num_seeds=1, patience=10, lr_scale=4.0, approaches=nets.PAPER_APPROACHES, lr_overrides=[],
+                    **_SIM),
     "paper": dict(datasets=["mnist", "cifar10"], models=list(MODELS), model_kw=SIZES["paper"], epochs=200,
-                  num_seeds=3, patience=10, lr_scale=1.0, approaches=nets.PAPER_APPROACHES, **_SIM),
+                  num_seeds=3, patience=10, lr_scale=1.0, approaches=nets.PAPER_APPROACHES, lr_overrides=[],
+                  **_SIM),
 }
 
 
@@ -144,7 +146,7 @@ def check_training_params(p: dict) -> dict:
     """Validate the ``training`` parameters (and that the authors' tables have every learning rate)."""
     out = _models(nets.check_training(p))
     out["epochs"] = nets.check_epochs(p["epochs"], out["models"])
-    nets.check_learning_rates(out["models"], out["datasets"], out["approaches"])
+    nets.check_learning_rates(out["models"], out["datasets"], out["approaches"], out.get("lr_overrides", []))
     return out
 
 
@@ -156,7 +158,7 @@ def compute_training(p: dict, device: torch.device, seed: int):
     return nets.train_grid(runs, seeds=range(seed, seed + p["num_seeds"]), batch_size=p["batch_size"],
                            patience=p["patience"], lr_scale=p["lr_scale"], mode=p["mode"],
                            perturbation=p["perturbation"], device=device, data_seed=seed,
-                           download=ctx.runtime["download"], **_training_kw(ctx))
+                           download=ctx.runtime["download"], lr_overrides=p["lr_overrides"], **_training_kw(ctx))
 
 
 # ----------------------------------------------------------------------------- learning-rate sweep
@@ -203,7 +205,8 @@ CHAPTER = Chapter("frog_4_5", {
 def run_training(profile: str = "default", device: str = "auto", seed: int = 0, **overrides):
     """Run (or load) the 4.5 training grid; ``overrides``: ``datasets``, ``models``, ``model_kw`` (sizes of
     every model in ``models``), ``epochs`` (a number or ``{model: epochs}``), ``num_seeds``, ``batch_size``,
-    ``patience``, ``lr_scale``, ``approaches``, ``mode``, ``perturbation`` (see :data:`TRAINING`); runtime
+    ``patience``, ``lr_scale``, ``lr_overrides`` (rates from a network search, see
+    :func:`frogcore.lrsearch.lr_overrides`), ``approaches``, ``mode``, ``perturbation`` (see :data:`TRAINING`); runtime
     ``download``, ``progress``, ``checkpoints``, ``threads``."""
     return CHAPTER.run("training", profile, device, seed, **overrides)
 

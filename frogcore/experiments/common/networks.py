@@ -124,8 +124,43 @@ def table_lr(model: str, dataset: str, approach: Approach | str | Sequence) -> f
     return float(rows.lr.iloc[0])
 
 
-def learning_rate(model: str, dataset: str, approach: Approach | str | Sequence, lr_scale: float = 1.0) -> float:
-    """``lr_scale`` × the table's learning rate; digits uses the MNIST entry."""
+def check_lr_overrides(overrides: Any) -> list[dict[str, Any]]:
+    """Validate ``lr_overrides``: a list of ``{"model", "dataset", "approach", "k" (not for bp), "lr"}`` — e.g. from
+    :func:`frogcore.lrsearch.lr_overrides` on a network search's ``lr_table.csv`` — in a canonical form
+    (``approach`` as a spec, ``lr`` a positive float). An override replaces the table's rate for that model,
+    dataset (exactly: ``digits`` is not ``mnist`` here) and approach, and is used as is (no ``lr_scale``)."""
+    if overrides is None:
+        return []
+    if not isinstance(overrides, (list, tuple)):
+        raise ValueError(f"lr_overrides must be a list of dicts with model, dataset, approach, k, lr; "
+                         f"got {overrides!r}")
+    out = []
+    for i, o in enumerate(overrides):
+        if not isinstance(o, Mapping) or not {"model", "dataset", "approach", "lr"} <= set(o):
+            raise ValueError(f"lr_overrides[{i}] must be a dict with model, dataset, approach, k (not for bp) and lr; "
+                             f"got {o!r}")
+        unknown = set(o) - {"model", "dataset", "approach", "k", "lr"}
+        if unknown:
+            raise ValueError(f"lr_overrides[{i}] has unknown keys {sorted(unknown)}; allowed: model, dataset, "
+                             "approach, k, lr")
+        name = str(o["approach"])
+        a = Approach.parse(name if name == "bp" or ":" in name else f"{name}:{int(o.get('k', 0))}")
+        check_choice(f"lr_overrides[{i}] approach", a.name, NETWORK_APPROACHES)
+        lr = o["lr"]
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < float(lr) < float("inf"):
+            raise ValueError(f"lr_overrides[{i}] lr must be a positive finite number; got {lr!r}")
+        out.append({"model": str(o["model"]), "dataset": str(o["dataset"]), "approach": a.spec, "lr": float(lr)})
+    return out
+
+
+def learning_rate(model: str, dataset: str, approach: Approach | str | Sequence, lr_scale: float = 1.0,
+                  overrides: Sequence[Mapping[str, Any]] = ()) -> float:
+    """The rate of an override for exactly this ``model``, ``dataset`` and approach (as is), else ``lr_scale`` ×
+    the authors' table's rate (digits uses the MNIST entry)."""
+    spec = Approach.parse(approach).spec
+    for o in overrides:
+        if o["model"] == model and o["dataset"] == dataset and o["approach"] == spec:
+            return float(o["lr"])
     return lr_scale * table_lr(model, "mnist" if dataset == "digits" else dataset, approach)
 
 
@@ -215,12 +250,13 @@ def _checkpoint_file(folder: Path, ident: Mapping[str, Any]) -> Path:
 def train_grid(runs: Sequence[NetRun], *, seeds: Sequence[int], batch_size: int | None, patience: int | None,
                lr_scale: float, mode: str, perturbation: str, device: torch.device | str, data_seed: int,
                download: bool = False, progress: bool = False, checkpoint_dir: Path | None = None,
-               code: Sequence[str] = ()) -> dict[str, pd.DataFrame]:
+               code: Sequence[str] = (), lr_overrides: Sequence[Mapping[str, Any]] = ()) -> dict[str, pd.DataFrame]:
     """Train every run for every seed; tables ``summary``, ``history`` and ``times`` (see the module docstring).
 
     Every dataset is loaded (split by ``data_seed``) before the first run trains. ``batch_size``
     ``None`` uses :data:`BATCH_SIZE`. With ``checkpoint_dir`` each run checkpoints every epoch into
-    its own file there and resumes from it; ``code`` names the modules whose :func:`frogcore.results.code_hash`
+    its own file there and resumes from it; ``lr_overrides`` (:func:`check_lr_overrides`) replace the tables'
+    rates of their runs; ``code`` names the modules whose :func:`frogcore.results.code_hash`
     is part of every checkpoint's identity (so edited code never replays old checkpoints).
     """
     device = torch.device(device)
@@ -230,7 +266,7 @@ def train_grid(runs: Sequence[NetRun], *, seeds: Sequence[int], batch_size: int 
     for r in runs:
         a = r.approach
         bs = batch_size or BATCH_SIZE[r.dataset]
-        lr = learning_rate(r.table_model, r.dataset, a, lr_scale)
+        lr = learning_rate(r.table_model, r.dataset, a, lr_scale, lr_overrides)
         for s in seeds:
             ckpt = None
             if checkpoint_dir is not None:
@@ -383,12 +419,17 @@ def epochs_for(epochs: int | Mapping[str, int], key: Any) -> int:
     return epochs[str(key)] if isinstance(epochs, Mapping) else epochs
 
 
-def check_learning_rates(table_models: Sequence[str], datasets: Sequence[str], approaches: Sequence[str]) -> None:
-    """Fail before training if the authors' tables lack a learning rate the grid needs."""
+def check_learning_rates(table_models: Sequence[str], datasets: Sequence[str], approaches: Sequence[str],
+                         overrides: Sequence[Mapping[str, Any]] = ()) -> None:
+    """Fail before training if neither ``overrides`` nor the authors' tables have a learning rate the grid needs."""
     for m in table_models:
         for ds in datasets:
             for a in approaches:
-                learning_rate(m, ds, a)
+                try:
+                    learning_rate(m, ds, a, 1.0, overrides)
+                except ValueError as exc:
+                    raise ValueError(f"{exc}; give it in lr_overrides (e.g. frogcore.lrsearch.lr_overrides of a "
+                                     "network search's lr_table.csv)") from None
 
 
 def check_training(p: Mapping[str, Any]) -> dict[str, Any]:
@@ -404,6 +445,8 @@ def check_training(p: Mapping[str, Any]) -> dict[str, Any]:
         out["patience"] = check_patience(p["patience"])
     if "lr_scale" in p:
         out["lr_scale"] = check_lr_scale(p["lr_scale"])
+    if "lr_overrides" in p:
+        out["lr_overrides"] = check_lr_overrides(p["lr_overrides"])
     if "scales" in p:
         out["scales"] = check_scales(p["scales"])
     if "approaches" in p:
