@@ -14,18 +14,16 @@ torch thread count; with a different count the BLAS summation order, hence the l
 The default grid is 8 approaches × widths 256/1024/4096 (40/30/6 epochs) on digits; ``--widths 256`` runs a
 reduced grid. Target: ≥ 1.7× at 2 workers on a 2-core machine.
 
-Measured on 2026-12-02, 2-core CPU shared with other developers (the full default grid was not run):
+Measured on 2026-12-03 on this idle 2-core machine (AMD EPYC, one thread per core; two 1-thread matmul processes
+run at 1.98× the throughput of one, so the machine itself allows ~2×), the full default grid (24 cells):
 
-* ``--widths 256`` (8 runs of FC-256, 40 epochs; load 3): serial with 1 thread 15.4 s, sweep 2 × 1 thread 20.7 s
-  (**0.74×**; the tables byte-identical). Too small to pay for the pool: its two spawned workers need ~7 s to
-  import torch and the chapter before the first cell starts, and each FC-256 run takes only ~2 s.
-* ``--widths 256 --serial-threads 0`` (load 6): serial with torch's 2 threads 417 s — two threads per tiny
-  step on a busy 2-core machine are 15–40× slower per step than one — against 26.6 s for the sweep (15.7×; the
-  tables differ in the last bits, as runs with different thread counts may).
+* serial with 1 thread 261.6 s; sweep 2 workers × 1 thread 148.1 s: **1.77×**, ``summary`` and ``history``
+  byte-identical. (Before the code hash's per-process parse cache, each cell re-parsed its module closure,
+  ~0.3 s, and the sweep took 155.2 s against 257.2 s serial: 1.66×.)
+* ``--widths 256`` (8 FC-256 runs of ~2 s; measured on 2026-12-02 on a shared machine): 0.74× — too small
+  to pay for the pool: its two spawned workers need ~7 s to import torch and the chapter before the first cell.
 
-With a fixed start-up cost ``c`` (~7 s) and a serial time ``S`` at one thread, two workers give
-``S / (S/2 + c)``, ≥ 1.7× once ``S`` ≥ 11·c ≈ 80 s on an otherwise idle machine; the default grid's FC-1024 and
-FC-4096 runs are far longer than that, which is where the target is to be checked.
+With a fixed start-up cost ``c`` and a serial time ``S``, two workers give at most ``S / (S/2 + c)``.
 
 Usage::
 

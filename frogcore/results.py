@@ -120,6 +120,21 @@ def _module_file(module: str, pkg_dir: Path = _PKG_DIR) -> Path:
     raise ValueError(f"unknown {pkg} module {module!r}")
 
 
+_PARSED: dict[tuple[str, int, int], ast.Module] = {}
+
+
+def _parse(file: Path) -> ast.Module:
+    """``ast.parse`` of ``file``, cached per process by (path, mtime, size): a sweep worker computes the code
+    hash for every cell it runs, and parsing the closure each time costs a noticeable share of a small cell.
+    The returned tree is shared: callers must not modify it."""
+    st = file.stat()
+    key = (str(file), st.st_mtime_ns, st.st_size)
+    tree = _PARSED.get(key)
+    if tree is None:
+        tree = _PARSED[key] = ast.parse(file.read_text())
+    return tree
+
+
 def _is_module(module: str, pkg_dir: Path) -> bool:
     try:
         _module_file(module, pkg_dir)
@@ -135,7 +150,7 @@ def _imports_of(module: str, file: Path, pkg_dir: Path = _PKG_DIR) -> set[str]:
     ``from pkg.mod import name`` counts ``pkg.mod``.
     """
     pkg = pkg_dir.name
-    tree = ast.parse(file.read_text())
+    tree = _parse(file)
     is_pkg = file.name == "__init__.py"
     package = module if is_pkg else module.rsplit(".", 1)[0]
     found: set[str] = set()
@@ -161,7 +176,7 @@ def _imports_of(module: str, file: Path, pkg_dir: Path = _PKG_DIR) -> set[str]:
 def _is_infrastructure(module: str, pkg_dir: Path) -> bool:
     """A module that declares ``__hash_role__ = "infrastructure"`` (the results store, the chapter runner, the
     sweep executors, worker pools): it moves computations around and never changes their numbers."""
-    tree = ast.parse(_module_file(module, pkg_dir).read_text())
+    tree = _parse(_module_file(module, pkg_dir))
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__hash_role__"
                                                 for t in node.targets):
@@ -204,12 +219,21 @@ def _data_files(tree: ast.Module) -> list[str]:
     return []
 
 
+_DUMPED: dict[tuple[str, int, int], tuple[str, list[str]]] = {}
+
+
 def code_fingerprint(module: str, pkg_dir: Path = _PKG_DIR) -> str:
     """SHA-256 of one module's code: its syntax tree without docstrings (comments never reach the tree),
     plus the bytes of the package-data files it declares in ``__hash_data__``."""
-    tree = ast.parse(_module_file(module, pkg_dir).read_text())
-    h = hashlib.sha256(ast.dump(_strip_docstrings(tree), include_attributes=False).encode())
-    for rel in _data_files(tree):
+    file = _module_file(module, pkg_dir)
+    st = file.stat()
+    key = (str(file), st.st_mtime_ns, st.st_size)
+    if key not in _DUMPED:
+        tree = ast.parse(file.read_text())  # a private tree: docstrings are stripped from it
+        _DUMPED[key] = (ast.dump(_strip_docstrings(tree), include_attributes=False), _data_files(tree))
+    dump, data = _DUMPED[key]
+    h = hashlib.sha256(dump.encode())
+    for rel in data:
         h.update(b"\0" + rel.encode() + b"\0" + (pkg_dir / rel).read_bytes())
     return h.hexdigest()
 
