@@ -40,7 +40,10 @@ def test_book_builds_and_pages_show_figures_and_offline_math(executed_book):
     assert not failed, f"notebooks failed: {failed}"
     html = build_book("smoke", "cpu", execute=False, book_dir=book, copy_sources=False)
     page = (html / "executed" / "frog_4_1.html").read_text()
-    assert len(re.findall(r'<img[^>]+src="\.\./_images/[^"]+\.png"', page)) >= 2
+    # figures are captioned <figure>s with the PNG inline (frogcore.style.figure_html)
+    figures = re.findall(r'<figure class="frog-figure".*?</figure>', page, re.S)
+    assert len(figures) >= 2
+    assert all('src="data:image/png;base64,' in f and "<figcaption" in f for f in figures)
     assert 'class="math notranslate nohighlight"' in page
     scripts = re.findall(r'<script[^>]*src="([^"]+)"', page)
     mathjax = [s for s in scripts if "mathjax" in s.lower()]

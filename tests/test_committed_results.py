@@ -19,8 +19,11 @@ def test_results_folder_layout():
         chapter, profile, device = meta.relative_to(REPO_ROOT / "results").parts[:3]
         assert profile in ("default", "paper") and device in ("cpu", "cuda"), meta
         assert importlib.import_module(f"frogcore.experiments.{chapter}").CHAPTER.section == chapter
-    stray = [p for p in (REPO_ROOT / "results").glob("*/*/*.meta.json")]
+    # benchmark tables (results/benchmarks/<bench>/<bench>.csv + .meta.json) are not chapter results
+    stray = [p for p in (REPO_ROOT / "results").glob("*/*/*.meta.json") if p.parts[-3] != "benchmarks"]
     assert not stray, f"results outside the <device> level: {stray}"
+    for meta in (REPO_ROOT / "results" / "benchmarks").glob("*/*.meta.json"):
+        assert meta.with_name(meta.name.replace(".meta.json", ".csv")).exists(), f"{meta} has no table"
 
 
 @pytest.mark.parametrize("meta_path", METAS, ids=[str(p.relative_to(REPO_ROOT / "results")) for p in METAS])
