@@ -51,3 +51,20 @@ def test_no_closed_form_run_stops_above_its_starting_value(profile):
     stopped = runs[runs.status == "early_stop"]
     above = stopped[[last > start[(f, n)] for f, n, last in stopped[["function", "n", "last"]].itertuples(index=False)]]
     assert above.empty, above[["function", "n", "label", "seed", "steps", "last"]]
+
+
+FIGURES = sorted(p for p in (REPO_ROOT / "results").glob("*/*/*/figures/*.png") if p.parts[-4] != "smoke")
+
+
+def test_every_committed_figure_was_drawn_from_the_tables_beside_it():
+    """A committed figure records (PNG metadata) the run and the exact tables it was drawn from: they must be the
+    tables stored in its folder now (figures and tables are replaced together, see frogcore.style.save)."""
+    from frogcore.results import current_result_id, figure_record
+
+    assert FIGURES
+    bad = []
+    for fig in FIGURES:
+        run, rid = figure_record(fig)
+        if run is None or current_result_id(fig.parent.parent, run) != rid:
+            bad.append(f"{fig.relative_to(REPO_ROOT)} (records run {run!r})")
+    assert not bad, "figures not drawn from the stored tables (re-run their notebooks):\n" + "\n".join(bad)
