@@ -264,6 +264,35 @@ def _k_color(k: int) -> str:
     return style.color("FG" if k == 1 else f"FROG k={k}")
 
 
+def _publish(fig, out_dir: Path, stem: str, md_name: str, label: str, alt: str, caption: str,
+             meta: Mapping[str, Any]) -> list[Path]:
+    """Save ``fig`` as ``<out_dir>/<stem>.png``, close it, and write its ``{figure}`` Markdown to ``md_name``."""
+    import matplotlib.pyplot as plt
+
+    from . import style
+
+    png = style.save(fig, out_dir, stem)
+    plt.close(fig)
+    return [png, _write(out_dir / md_name, _figure_md(f"{GENERATED}/performance/{png.name}", label, alt, caption,
+                                                      meta))]
+
+
+def _bar_pair(names: Sequence[str], ks: Sequence[int], panels, ylabel: str, hline: float | None = None):
+    """Two panels of :func:`_bars` side by side: ``panels`` is ``[(title, value(name, k)), (title, value)]``;
+    one legend (K) below them; ``hline``: a dashed reference line."""
+    from . import style
+
+    fig, axes = style.subplots(1, 2, aspect=0.9, sharey=True)
+    for ax, (title, value) in zip(axes[0], panels):
+        _bars(ax, names, ks, value)
+        if hline is not None:
+            ax.axhline(hline, color=style.color("BP"), linewidth=1.0, linestyle="--")
+        ax.set_title(title)
+    axes[0, 0].set_ylabel(ylabel)
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center", ncols=len(ks))
+    return fig
+
+
 def _bars(ax, groups: Sequence[str], ks: Sequence[int], value) -> None:
     """Grouped bars: one group per entry of ``groups``, one bar per K (coloured by K) of height ``value(g, k)``."""
     import numpy as np
@@ -431,7 +460,6 @@ def _engine_figures(e: _Engines, meta: Mapping[str, Any], out_dir: Path) -> list
     import matplotlib
 
     matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
 
     from . import style
 
@@ -459,11 +487,8 @@ def _engine_figures(e: _Engines, meta: Mapping[str, Any], out_dir: Path) -> list
         flat[-1].legend(handles, labels, loc="center")
     else:
         fig.legend(handles, labels, loc="outside lower center", ncols=3)
-    png = style.save(fig, out_dir, "engines_cost")
-    plt.close(fig)
-    files.append(png)
-    files.append(_write(out_dir / "fig_cost.md", _figure_md(
-        f"{GENERATED}/performance/{png.name}", "fig-engines-cost",
+    files += _publish(
+        fig, out_dir, "engines_cost", "fig_cost.md", "fig-engines-cost",
         "Bar charts, one panel per network, of the time of one training step divided by the time of one "
         "backprop step, on a log axis, for the engines sim, fwd-loop, fwd-vmap, fwd-auto and for the tangent "
         "sampling alone, with one coloured bar per number of tangents K; a black line marks one backprop step "
@@ -472,24 +497,20 @@ def _engine_figures(e: _Engines, meta: Mapping[str, Any], out_dir: Path) -> list
         "number of tangents $K$ (bar colour: $K = 1$ grey, larger $K$ in the book's colour for FROG with $K$ "
         "tangents, since the benchmark aggregates by projection). `sample` is the tangent sampling alone, which "
         "every `sim` and `fwd` step contains. Black line: one backprop step; dotted grey line: one forward "
-        "pass without gradient tracking. Log scale.", meta)))
+        "pass without gradient tracking. Log scale.", meta)
 
     # Figure: loop vs batched JVPs
-    fig, axes = style.subplots(1, 2, aspect=0.9, sharey=True)
     names = [e.name(m) for m in e.models]
     by_name = dict(zip(names, e.models))
-    for ax, impl, title in ((axes[0, 0], "fwd-vmap", "fwd-loop ÷ fwd-vmap"),
-                            (axes[0, 1], "fwd-auto", "fwd-loop ÷ fwd-auto")):
-        _bars(ax, names, e.ks, lambda n, k, impl=impl: e.t(by_name[n], "fwd-loop", k) / e.t(by_name[n], impl, k))
-        ax.axhline(1.0, color=style.color("BP"), linewidth=1.0, linestyle="--")
-        ax.set_title(title)
-    axes[0, 0].set_ylabel("loop time ÷ batched time")
-    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center", ncols=len(e.ks))
-    png = style.save(fig, out_dir, "engines_batching")
-    plt.close(fig)
-    files.append(png)
-    files.append(_write(out_dir / "fig_batching.md", _figure_md(
-        f"{GENERATED}/performance/{png.name}", "fig-engines-batching",
+
+    def ratio(num, den):
+        return lambda n, k: e.t(by_name[n], num, k) / e.t(by_name[n], den, k)
+
+    fig = _bar_pair(names, e.ks, [("fwd-loop ÷ fwd-vmap", ratio("fwd-loop", "fwd-vmap")),
+                                  ("fwd-loop ÷ fwd-auto", ratio("fwd-loop", "fwd-auto"))],
+                    "loop time ÷ batched time", hline=1.0)
+    files += _publish(
+        fig, out_dir, "engines_batching", "fig_batching.md", "fig-engines-batching",
         "Two bar charts of the time of the fwd-loop step divided by the time of the fwd-vmap step (left) and of "
         "the fwd-auto step (right), for each network, one coloured bar per number of tangents K, with a dashed "
         "line at one.",
@@ -497,24 +518,17 @@ def _engine_figures(e: _Engines, meta: Mapping[str, Any], out_dir: Path) -> list
         "tangent) divided by the time of a `fwd-vmap` step (all $K$ tangents in one `vmap` call, left) and of a "
         "`fwd-auto` step (`vmap` over chunks of tangents, right). Above the dashed line the batched variant is "
         "faster. At $K = 1$ all variants run the same single JVP, so those bars show how much the timing of one "
-        "configuration varies between processes.", meta)))
+        "configuration varies between processes.", meta)
 
     # Figure: share of the step spent sampling
-    fig, axes = style.subplots(1, 2, aspect=0.9, sharey=True)
-    for ax, meth in ((axes[0, 0], "sim"), (axes[0, 1], "fwd-auto")):
-        _bars(ax, names, e.ks, lambda n, k, meth=meth: 100 * e.t(by_name[n], "sample", k) / e.t(by_name[n], meth, k))
-        ax.set_title(f"share of a {meth} step")
-    axes[0, 0].set_ylabel("tangent sampling (% of the step)")
-    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center", ncols=len(e.ks))
-    png = style.save(fig, out_dir, "engines_sampling")
-    plt.close(fig)
-    files.append(png)
-    files.append(_write(out_dir / "fig_sampling.md", _figure_md(
-        f"{GENERATED}/performance/{png.name}", "fig-engines-sampling",
+    fig = _bar_pair(names, e.ks, [(f"share of a {m} step", lambda n, k, m=m: 100 * ratio("sample", m)(n, k))
+                                  for m in ("sim", "fwd-auto")], "tangent sampling (% of the step)")
+    files += _publish(
+        fig, out_dir, "engines_sampling", "fig_sampling.md", "fig-engines-sampling",
         "Two bar charts of the time of drawing the tangents as a percentage of a sim step (left) and of a "
         "fwd-auto step (right), for each network, one coloured bar per number of tangents K.",
         "Time spent drawing the $K n$ normal tangent entries ($n$ parameters), as a percentage of a `sim` step "
-        "(left) and of a `fwd-auto` step (right), both timed separately in fresh processes.", meta)))
+        "(left) and of a `fwd-auto` step (right), both timed separately in fresh processes.", meta)
     return files
 
 

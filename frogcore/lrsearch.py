@@ -278,9 +278,9 @@ def plot_search(trials: pd.DataFrame, metric: str, path: str | Path, *, chosen: 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from .plotting import save_figure, set_style
+    from . import style
 
-    set_style()
+    style.use()
     labels = list(dict.fromkeys(zip(trials.approach, trials.k)))
     fig, axes = plt.subplots(1, len(labels), figsize=(3.6 * len(labels), 3.2), sharey=True, squeeze=False)
     rungs = sorted(trials.rung.unique())
@@ -321,7 +321,7 @@ def plot_search(trials: pd.DataFrame, metric: str, path: str | Path, *, chosen: 
     if title:
         fig.suptitle(title, y=1.02)
     path = Path(path)
-    out = save_figure(fig, path.parent, path.stem) if path.suffix == ".png" else None
+    out = style.save(fig, path.parent, path.stem) if path.suffix == ".png" else None
     plt.close(fig)
     if out is None:
         raise ValueError(f"figure must be a .png path; got {str(path)!r}")

@@ -1,30 +1,11 @@
-"""Plotting helpers shared by the notebooks: one seaborn style, atomic figure files, and the figures
-that several chapters draw from the same tables (the networks chapters 4.4 and 4.5)."""
+"""Figures that several chapters draw from the same tables (the networks chapters 4.4 and 4.5), in the style of
+:mod:`frogcore.style` (which also saves figures: ``style.save``)."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
-
-
-def set_style() -> None:
-    """The book's figure style (seaborn whitegrid, readable font sizes)."""
-    sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
-    plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 150, "savefig.bbox": "tight"})
-
-
-def save_figure(fig: plt.Figure, result, name: str) -> Path:
-    """Save ``fig`` as ``<figures folder>/<name>.png`` atomically (at the rc ``savefig.dpi``) and return the
-    path: :func:`frogcore.style.save` (``result`` is the StoredResult the figure was drawn from, so figure
-    and tables are replaced together). The figure stays open so that the notebook still displays it."""
-    from .style import save
-
-    return save(fig, result, name, dpi=None)
-
 
 # ----------------------------------------------------------------------------- networks (4.4, 4.5)
 #

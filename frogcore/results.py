@@ -5,7 +5,7 @@ Layout (``<device>``: the device *type* the run computed on, ``cpu`` or ``cuda``
     results/<section>/<profile>/<device>/<name>.csv              (one table)
     results/<section>/<profile>/<device>/<name>__<table>.csv     (several named tables)
     results/<section>/<profile>/<device>/<name>.meta.json        (parameters, seed, versions, hashes, times)
-    results/<section>/<profile>/<device>/figures/<figure>.png    (see frogcore.plotting.save_figure)
+    results/<section>/<profile>/<device>/figures/<figure>.png    (see frogcore.style.save)
     results/<section>/<profile>/<device>/variants/<tag>/…         (runs with non-default parameters or seed)
 
 A run is identified by its *key* (section, name, profile, device type, seed and parameters) and by

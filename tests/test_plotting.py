@@ -3,7 +3,8 @@ import matplotlib
 import pandas as pd
 import pytest
 
-from frogcore.plotting import acc_vs_k, learning_curves, save_figure, time_vs_k
+from frogcore import style
+from frogcore.plotting import acc_vs_k, learning_curves, time_vs_k
 
 
 @pytest.fixture(autouse=True)
@@ -48,5 +49,5 @@ def test_learning_curves_and_time_vs_k(tmp_path):
     assert len(fig.axes) == 1
     lines = fig.axes[0].get_lines()
     assert len(lines) == 3 and list(lines[0].get_ydata()) == pytest.approx([10.0, 20.0, 40.0])
-    path = save_figure(fig, tmp_path, "t")
+    path = style.save(fig, tmp_path, "t")
     assert path.read_bytes()[:4] == b"\x89PNG"
