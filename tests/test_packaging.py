@@ -53,3 +53,39 @@ def test_ruff_is_configured_and_part_of_the_test_command():
     test_rule = make.split("\ntest:", 1)[1].split("\n\n", 1)[0]
     assert "ruff check ." in test_rule and "pytest" in test_rule
     assert (REPO_ROOT / ".ci" / "run").read_text().strip().endswith("make test")
+
+
+def test_env_script_repoints_a_reused_environment_at_this_checkout(tmp_path):
+    """A cached environment made for another clone (CI reuses one per dependency spec) must be pointed at this
+    checkout; the check must not be fooled by ./frogcore in the working directory."""
+    import hashlib
+    import os
+
+    other = tmp_path / "other-clone"
+    (other / "frogcore").mkdir(parents=True)
+    (other / "frogcore" / "__init__.py").write_text("")
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "target").write_text(str(other))
+    log = venv / "pip.log"
+    # a stand-in interpreter: imports frogcore from the folder named in `target`; its "pip install -e X" logs and
+    # retargets, as a real editable install would
+    (venv / "bin" / "python").write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = -m ] && [ "$2" = pip ]; then echo "$@" >> {log}; '
+        f'for a; do last=$a; done; printf %s "$last" > {venv}/target; exit 0; fi\n'
+        f'PYTHONPATH=$(cat {venv}/target) exec {sys.executable} "$@"\n')
+    (venv / "bin" / "python").chmod(0o755)
+    spec = hashlib.sha256((REPO_ROOT / "pyproject.toml").read_bytes()
+                          + (REPO_ROOT / "scripts" / "env.sh").read_bytes()).hexdigest()[:16]
+    (venv / f".frog-env-dev-{spec}").touch()
+    out = subprocess.run(["bash", "scripts/env.sh", "dev"], cwd=REPO_ROOT, capture_output=True, text=True,
+                         env={**os.environ, "FROG_VENV": str(venv)}, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(venv)
+    assert log.read_text().split() == ["-m", "pip", "install", "-q", "--no-deps", "-e", str(REPO_ROOT)]
+    # already pointing here: nothing is reinstalled
+    log.unlink()
+    out = subprocess.run(["bash", "scripts/env.sh", "dev"], cwd=REPO_ROOT, capture_output=True, text=True,
+                         env={**os.environ, "FROG_VENV": str(venv)}, timeout=60)
+    assert out.returncode == 0 and not log.exists(), out.stderr
