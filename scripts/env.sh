@@ -38,10 +38,13 @@ else
   # the environment may have been made for another checkout: point frogcore at this one (~3 s).
   # Ask from / : run from here, `python -c` would find ./frogcore through the working directory and
   # hide an install that points at another checkout (what kernels and subprocesses really import).
-  loc=$(cd / && "$venv/bin/python" -c 'import frogcore, os; print(os.path.dirname(os.path.dirname(frogcore.__file__)))' 2>/dev/null || true)
+  frogcore_home() {
+    (cd / && "$venv/bin/python" -c 'import frogcore, os; print(os.path.dirname(os.path.dirname(frogcore.__file__)))' 2>/dev/null) || true
+  }
+  loc=$(frogcore_home)
   if [ "$loc" != "$root" ]; then
     "$venv/bin/python" -m pip install -q --no-deps -e "$root" >&2
-    loc=$(cd / && "$venv/bin/python" -c 'import frogcore, os; print(os.path.dirname(os.path.dirname(frogcore.__file__)))')
+    loc=$(frogcore_home)
     if [ "$loc" != "$root" ]; then
       echo "scripts/env.sh: $venv still imports frogcore from $loc, not $root; remove $venv and rerun" >&2
       exit 1

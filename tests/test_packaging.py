@@ -79,13 +79,13 @@ def test_env_script_repoints_a_reused_environment_at_this_checkout(tmp_path):
     spec = hashlib.sha256((REPO_ROOT / "pyproject.toml").read_bytes()
                           + (REPO_ROOT / "scripts" / "env.sh").read_bytes()).hexdigest()[:16]
     (venv / f".frog-env-dev-{spec}").touch()
-    out = subprocess.run(["bash", "scripts/env.sh", "dev"], cwd=REPO_ROOT, capture_output=True, text=True,
-                         env={**os.environ, "FROG_VENV": str(venv)}, timeout=60)
+    env_sh = lambda: subprocess.run(["bash", "scripts/env.sh", "dev"], cwd=REPO_ROOT, capture_output=True, text=True,
+                                    env={**os.environ, "FROG_VENV": str(venv)}, timeout=60)
+    out = env_sh()
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == str(venv)
     assert log.read_text().split() == ["-m", "pip", "install", "-q", "--no-deps", "-e", str(REPO_ROOT)]
     # already pointing here: nothing is reinstalled
     log.unlink()
-    out = subprocess.run(["bash", "scripts/env.sh", "dev"], cwd=REPO_ROOT, capture_output=True, text=True,
-                         env={**os.environ, "FROG_VENV": str(venv)}, timeout=60)
+    out = env_sh()
     assert out.returncode == 0 and not log.exists(), out.stderr
